@@ -354,6 +354,18 @@ impl Snapshot {
         for _ in 0..=MAX_REWRITES {
             let outcome = self.resolve_once(&current, directory, trace).await;
             match outcome {
+                // A routing address in a domain nobody here serves (the typical
+                // `alice@tenant.onmicrosoft.com`) is relayed by MX, as Sendmail does.
+                Step1::Done(Outcome::Unrouted(Unrouted::RelayDenied)) if !chain.is_empty() => {
+                    trace.step(|| {
+                        step(
+                            "external routing address",
+                            current.key(),
+                            "relay by MX of its domain",
+                        )
+                    });
+                    return attach_chain(Outcome::Routed(external(&current)), chain);
+                }
                 Step1::Done(outcome) => return attach_chain(outcome, chain),
                 Step1::Rewritten(next, provenance) => {
                     chain.push(provenance);
@@ -504,6 +516,31 @@ impl Snapshot {
                 then: None,
             },
         })
+    }
+}
+
+/// An SMTP route to the MX of the recipient's own domain, for directory routing
+/// addresses outside the domains we serve.
+fn external(rcpt: &Address) -> Routed {
+    Routed {
+        route: Arc::new(Route::new(
+            "smtp:",
+            RouteKind::Smtp {
+                next_hop: NextHop::RecipientDomain { port: SMTP_PORT },
+                tls: TlsPolicy::default(),
+            },
+            None,
+        )),
+        recipient: rcpt.clone(),
+        provenance: Provenance {
+            matched: Matched::Directory,
+            key: rcpt.key().to_string(),
+            source: Source::Directory {
+                name: "mailRoutingAddress".to_string(),
+                entry: rcpt.domain().to_string(),
+            },
+            then: None,
+        },
     }
 }
 

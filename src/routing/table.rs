@@ -330,6 +330,57 @@ struct RawFile {
     mail_hosts: Pairs<RawTarget>,
 }
 
+/// Longest scalar accepted anywhere in a table (addresses are at most 256 octets).
+const MAX_SCALAR: usize = 4096;
+
+/// A string scalar of bounded length. Checked on the borrowed text, before any copy, so
+/// an anchored huge scalar replayed through aliases cannot multiply memory.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+                bounded(s).map(|s| Text(s.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+trait IntoString {
+    fn into_string(self) -> Spanned<String>;
+}
+
+impl IntoString for Spanned<Text> {
+    fn into_string(self) -> Spanned<String> {
+        Spanned::new(self.value.0, self.referenced, self.defined)
+    }
+}
+
+fn bounded<E: de::Error>(s: &str) -> Result<&str, E> {
+    if s.len() > MAX_SCALAR {
+        return Err(E::custom(format!(
+            "value is {} bytes long, the limit is {MAX_SCALAR}",
+            s.len()
+        )));
+    }
+    Ok(s)
+}
+
+/// A value for an error message: long values are cut, so a message stays one line.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// A YAML mapping kept as spanned pairs in file order, so that duplicates (also after
 /// normalisation, like `Alice@x` and `alice@x`) are reported with both positions.
 struct Pairs<V>(Vec<(Spanned<String>, Spanned<V>)>);
@@ -353,9 +404,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                while let Some(key) = map.next_key::<Spanned<Text>>()? {
                     let value = map.next_value::<Spanned<V>>()?;
-                    out.push((key, value));
+                    out.push((key.into_string(), value));
                 }
                 Ok(Pairs(out))
             }
@@ -377,8 +428,8 @@ impl<'de> Deserialize<'de> for OneOrMany {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
                 let mut out = Vec::new();
-                while let Some(d) = seq.next_element::<Spanned<String>>()? {
-                    out.push(d);
+                while let Some(d) = seq.next_element::<Spanned<Text>>()? {
+                    out.push(d.into_string());
                 }
                 Ok(OneOrMany(out))
             }
@@ -396,13 +447,13 @@ enum RawRoute {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRouteMap {
-    lmtp: Option<String>,
-    smtp: Option<String>,
-    maildir: Option<String>,
-    reject: Option<String>,
-    defer: Option<String>,
-    tls: Option<String>,
-    rewrite: Option<String>,
+    lmtp: Option<Text>,
+    smtp: Option<Text>,
+    maildir: Option<Text>,
+    reject: Option<Text>,
+    defer: Option<Text>,
+    tls: Option<Text>,
+    rewrite: Option<Text>,
 }
 
 /// Where a recipient, default or mail host goes: a route name, inline transport(5) text,
@@ -415,8 +466,8 @@ enum RawTarget {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTargetMap {
-    route: String,
-    rewrite: Option<String>,
+    route: Text,
+    rewrite: Option<Text>,
 }
 
 macro_rules! string_or_map {
@@ -430,7 +481,7 @@ macro_rules! string_or_map {
                         f.write_str($expecting)
                     }
                     fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
-                        Ok($ty::$string(s.to_string()))
+                        bounded(s).map(|s| $ty::$string(s.to_string()))
                     }
                     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
                         <$maptype>::deserialize(de::value::MapAccessDeserializer::new(map))
@@ -460,16 +511,21 @@ string_or_map!(
 fn parse_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = 16;
-    budget.max_aliases = 1_000;
-    budget.max_anchors = 1_000;
-    budget.max_recorded_anchor_events = 100_000;
-    budget.max_recorded_anchor_bytes = 1024 * 1024;
+    // Tables rarely need aliases; a few are allowed, an alias bomb is not.
+    budget.max_aliases = 100;
+    budget.max_anchors = 100;
+    budget.max_recorded_anchor_events = 10_000;
+    budget.max_recorded_anchor_bytes = 64 * 1024;
     budget.max_documents = 1;
     budget.max_nodes = 16_000_000;
     budget.max_events = 40_000_000;
     budget.max_total_scalar_bytes = 512 * 1024 * 1024;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 10_000;
+    alias_limits.max_replay_stack_depth = 8;
+    options.alias_limits = alias_limits;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     options.with_snippet = false;
     options
@@ -546,6 +602,11 @@ fn load_texts(
             Err(e) => b.errors.push(e),
         }
     }
+    // A file that is not valid YAML would only cause follow-on errors elsewhere
+    // ("unknown route" for the routes it defines): report the syntax errors alone.
+    if !b.errors.is_empty() {
+        return Err(TableErrors(b.errors));
+    }
     // Routes first (any file may use a route another defines), then domains (a recipient
     // may be in a domain another file serves), then what refers to both.
     for (file, raw) in &mut raws {
@@ -561,7 +622,9 @@ fn load_texts(
         b.add_entries(file, raw, &domains);
     }
     if !b.errors.is_empty() {
-        return Err(TableErrors(b.errors));
+        let mut errors = b.errors;
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        return Err(TableErrors(errors));
     }
     b.recipients.shrink_to_fit();
     Ok(Snapshot {
@@ -796,7 +859,7 @@ impl Builder<'_> {
                     return self.error(
                         pos,
                         TableErrorKind::BadAddress {
-                            key: key.value,
+                            key: clip(&key.value),
                             error,
                         },
                     );
@@ -832,7 +895,7 @@ impl Builder<'_> {
                     return self.error(
                         pos,
                         TableErrorKind::BadAddress {
-                            key: key.value,
+                            key: clip(&key.value),
                             error,
                         },
                     );
@@ -876,7 +939,7 @@ impl Builder<'_> {
     fn target(&mut self, raw: RawTarget, pos: Pos) -> Option<u32> {
         let (name, rewrite) = match raw {
             RawTarget::Name(name) => (name, None),
-            RawTarget::Map(m) => (m.route, m.rewrite),
+            RawTarget::Map(m) => (m.route.0, m.rewrite.map(|t| t.0)),
         };
         let name = name.trim().to_string();
         let route = match self.route_index.get(&name) {
@@ -910,7 +973,13 @@ impl Builder<'_> {
                 } else {
                     known.join(", ")
                 };
-                self.error(pos, TableErrorKind::UnknownRoute { name, known });
+                self.error(
+                    pos,
+                    TableErrorKind::UnknownRoute {
+                        name: clip(&name),
+                        known,
+                    },
+                );
                 return None;
             }
         };
@@ -958,23 +1027,23 @@ fn route_from_map(name: &str, m: RawRouteMap) -> Result<Route, TableErrorKind> {
             }
         )));
     }
-    let kind = if let Some(v) = m.lmtp {
+    let kind = if let Some(Text(v)) = m.lmtp {
         RouteKind::Lmtp {
             next_hop: NextHop::parse(&v, super::route::LMTP_PORT, true)?,
             tls: TlsPolicy::default(),
         }
-    } else if let Some(v) = m.smtp {
+    } else if let Some(Text(v)) = m.smtp {
         RouteKind::Smtp {
             next_hop: NextHop::parse(&v, super::route::SMTP_PORT, false)?,
             tls: TlsPolicy::default(),
         }
-    } else if let Some(v) = m.maildir {
+    } else if let Some(Text(v)) = m.maildir {
         RouteKind::Maildir {
             path: check_maildir(&v)?,
         }
-    } else if let Some(v) = m.reject {
+    } else if let Some(Text(v)) = m.reject {
         RouteKind::Reject(super::route::Reply::parse_reject(&v)?)
-    } else if let Some(v) = m.defer {
+    } else if let Some(Text(v)) = m.defer {
         RouteKind::Defer(super::route::Reply::parse_defer(&v)?)
     } else {
         return Err(TableErrorKind::RouteShape(format!(
@@ -982,7 +1051,7 @@ fn route_from_map(name: &str, m: RawRouteMap) -> Result<Route, TableErrorKind> {
         )));
     };
     let mut route = Route::new(name, kind, None);
-    if let Some(tls) = m.tls {
+    if let Some(Text(tls)) = m.tls {
         let policy = tls
             .parse::<TlsPolicy>()
             .map_err(TableErrorKind::RouteShape)?;
@@ -992,7 +1061,7 @@ fn route_from_map(name: &str, m: RawRouteMap) -> Result<Route, TableErrorKind> {
             )));
         }
     }
-    if let Some(rewrite) = m.rewrite {
+    if let Some(Text(rewrite)) = m.rewrite {
         if !route.delivers() {
             return Err(TableErrorKind::RouteShape(format!(
                 "route '{name}': a reject or defer route cannot rewrite"
