@@ -197,13 +197,20 @@ impl Router {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let old = self.current.load_full();
-        match table::load(&self.config) {
-            Ok(new) if new.version() == old.version() => {
-                self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(version = %new.version(), "routing tables unchanged");
-                Ok(ReloadOutcome::Unchanged((**new.version()).clone()))
+        let built = table::read(&self.config).and_then(|read| {
+            if read.version == **old.version() {
+                Ok(None)
+            } else {
+                read.build(&self.config).map(Some)
             }
-            Ok(new) => {
+        });
+        match built {
+            Ok(None) => {
+                self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(version = %old.version(), "routing tables unchanged");
+                Ok(ReloadOutcome::Unchanged((**old.version()).clone()))
+            }
+            Ok(Some(new)) => {
                 let outcome = ReloadOutcome::Swapped {
                     old: (**old.version()).clone(),
                     new: (**new.version()).clone(),
@@ -236,6 +243,15 @@ impl Router {
                     errors,
                 })
             }
+        }
+    }
+
+    /// True when the tables on disk differ from the ones in force (by content hash), or
+    /// cannot be read; costs a read of the files, no parse.
+    pub fn tables_changed(&self) -> bool {
+        match table::read(&self.config) {
+            Ok(read) => read.version != **self.current.load().version(),
+            Err(_) => true,
         }
     }
 

@@ -27,7 +27,7 @@ use super::address::{Address, AddressError, normalize_domain};
 use super::config::RoutingConfig;
 use super::route::{NextHop, Rewrite, Route, RouteError, RouteKind, TlsPolicy, check_maildir};
 use super::snapshot::{DomainRule, Entry, Pos, Snapshot, Target};
-use super::version::VersionHasher;
+use super::version::{TableVersion, VersionHasher};
 
 /// One problem in the routing tables, with its place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -184,13 +184,32 @@ impl TableErrors {
 
 /// Read, validate and merge every table in `config.dir()`.
 pub fn load(config: &RoutingConfig) -> Result<Snapshot, TableErrors> {
+    read(config)?.build(config)
+}
+
+/// Table files read from disk and their version, not yet parsed: a reload compares the
+/// version with the one in force and skips the parse when nothing changed.
+pub(crate) struct ReadTables {
+    files: Vec<TableFile>,
+    pub(crate) version: TableVersion,
+}
+
+/// Read every table file of `config.dir()` and compute the version.
+pub(crate) fn read(config: &RoutingConfig) -> Result<ReadTables, TableErrors> {
     let files = read_dir(config)?;
     let mut hasher = VersionHasher::new();
     for f in &files {
         hasher.add_file(&f.name, f.text.as_bytes());
     }
     let version = hasher.finish(config.dir());
-    load_texts(config, &files, version)
+    Ok(ReadTables { files, version })
+}
+
+impl ReadTables {
+    /// Parse, validate and merge.
+    pub(crate) fn build(self, config: &RoutingConfig) -> Result<Snapshot, TableErrors> {
+        load_texts(config, &self.files, self.version)
+    }
 }
 
 /// The table files of a directory with their contents, for loading or hashing.
@@ -581,7 +600,7 @@ struct Builder<'c> {
 fn load_texts(
     config: &RoutingConfig,
     files: &[TableFile],
-    version: super::version::TableVersion,
+    version: TableVersion,
 ) -> Result<Snapshot, TableErrors> {
     let mut b = Builder {
         config,

@@ -60,12 +60,15 @@ impl Router {
         let stop = Arc::new(AtomicBool::new(false));
         let router = Arc::clone(self);
         let stopped = Arc::clone(&stop);
+        // Taken before returning, so a change made right after `watch` is seen.
+        let dir = router.config().dir().to_path_buf();
+        let mut seen = fingerprint(&dir);
         let thread = std::thread::Builder::new()
             .name("splitmx-watch".into())
             .spawn(move || {
-                let dir = router.config().dir().to_path_buf();
-                let mut seen = fingerprint(&dir);
-                let mut changed_at: Option<Instant> = None;
+                // A change between loading the tables and starting to watch goes through
+                // the same debounce as any other.
+                let mut changed_at = router.tables_changed().then(Instant::now);
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
                     let now = fingerprint(&dir);
