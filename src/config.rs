@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub spool: PathBuf,
     /// Root of the default Maildir delivery.
     pub mail: PathBuf,
+    /// The LDAP directory source, when configured.
+    #[cfg(feature = "ldap")]
+    pub ldap: Option<crate::ldap::LdapConfig>,
 }
 
 /// A configuration file that cannot be used.
@@ -75,6 +78,8 @@ struct RawConfig {
     loops: RawLoops,
     spool: Option<PathBuf>,
     mail: Option<PathBuf>,
+    #[cfg(feature = "ldap")]
+    ldap: Option<crate::ldap::LdapConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -108,6 +113,8 @@ impl Default for GatewayConfig {
             loops: LoopPolicy::default(),
             spool: PathBuf::from("spool"),
             mail: PathBuf::from("mail"),
+            #[cfg(feature = "ldap")]
+            ldap: None,
         }
     }
 }
@@ -206,6 +213,13 @@ impl GatewayConfig {
         }
         config.spool = base.join(raw.spool.unwrap_or_else(|| PathBuf::from("spool")));
         config.mail = base.join(raw.mail.unwrap_or_else(|| PathBuf::from("mail")));
+        #[cfg(feature = "ldap")]
+        {
+            config.ldap = raw.ldap.map(|mut l| {
+                l.resolve_paths(base);
+                l
+            });
+        }
         Ok(config)
     }
 }

@@ -33,6 +33,13 @@
 pub mod config;
 pub mod routing;
 
+#[cfg(feature = "ldap")]
+pub mod ldap;
+#[cfg(feature = "server")]
+pub mod smtp;
+#[cfg(feature = "server")]
+pub mod spool;
+
 #[cfg(feature = "cli")]
 pub mod cli;
 

@@ -5,9 +5,6 @@ use std::process::ExitCode;
 use crate::config::GatewayConfig;
 use crate::routing::address::Address;
 use crate::routing::resolve::Outcome;
-use crate::routing::router::Router;
-
-use super::block_on::block_on;
 
 pub(super) fn run(config: &GatewayConfig, address: &str, json: bool) -> ExitCode {
     let trimmed = address.trim().trim_start_matches('<').trim_end_matches('>');
@@ -18,15 +15,11 @@ pub(super) fn run(config: &GatewayConfig, address: &str, json: bool) -> ExitCode
             return ExitCode::from(2);
         }
     };
-    let router = match Router::load(config.routing.clone()) {
-        Ok(r) => r,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("splitmx explain: the routing tables have errors (run splitmx check)");
-            return ExitCode::from(2);
-        }
+    let (router, runtime) = match (super::load_router(config), super::runtime()) {
+        (Ok(router), Ok(runtime)) => (router, runtime),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    let resolution = block_on(router.explain(&rcpt));
+    let resolution = runtime.block_on(router.explain(&rcpt));
     let reply = resolution.outcome.reply();
     if json {
         let value = serde_json::json!({ "resolution": resolution, "reply": reply });

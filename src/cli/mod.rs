@@ -3,7 +3,6 @@
 //! Exit codes: 0 success, 1 the command ran and found a problem (bad tables, unknown
 //! recipient), 2 the command could not run (bad arguments, unreadable config).
 
-mod block_on;
 mod check;
 mod explain;
 
@@ -101,6 +100,28 @@ pub fn main() -> ExitCode {
             .map(|c| explain::run(&c, &address, json)),
     };
     result.unwrap_or_else(|code| code)
+}
+
+/// The router the commands resolve with: the routing tables, plus the configured
+/// directory source. Errors are printed; the exit code says the command could not run.
+pub(crate) fn load_router(config: &GatewayConfig) -> Result<crate::Router, ExitCode> {
+    let router = crate::Router::load(config.routing.clone()).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("splitmx: the routing tables have errors (run splitmx check)");
+        ExitCode::from(2)
+    })?;
+    Ok(router)
+}
+
+/// A runtime for commands that await directory lookups.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("splitmx: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        })
 }
 
 fn init_logging() {

@@ -1,0 +1,1 @@
+//! The SMTP front end: listener and ESMTP session.

@@ -1,0 +1,1 @@
+//! The durable spool: accepted messages, fsynced before the client hears `250`.
