@@ -226,7 +226,7 @@ pub enum AddressError {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Address {
     /// One allocation: original, then the decoded local part when it was quoted, then the key.
-    buf: Box<str>,
+    buf: std::sync::Arc<str>,
     /// `buf[..orig_len]` is the original text.
     orig_len: u16,
     /// Offset of the separating `@` in the original.
@@ -553,7 +553,7 @@ fn parse_mailbox(s: &str, base: usize) -> Result<Address, AddressError> {
         key_start: small(key_start)?,
         key_at: small(key_at)?,
         flags,
-        buf: buf.into_boxed_str(),
+        buf: std::sync::Arc::from(buf),
     })
 }
 

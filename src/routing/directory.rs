@@ -14,9 +14,14 @@ use std::pin::Pin;
 use serde::Serialize;
 
 use super::address::Address;
+use super::resolve::Step;
 
 /// The future a [`Directory`] lookup returns.
 pub type DirectoryFuture<'a> = Pin<Box<dyn Future<Output = DirectoryAnswer> + Send + 'a>>;
+
+/// The future [`Directory::lookup_explained`] returns: the answer and the steps taken.
+pub type ExplainedFuture<'a> =
+    Pin<Box<dyn Future<Output = (DirectoryAnswer, Vec<Step>)> + Send + 'a>>;
 
 /// A source of per-recipient routing facts, such as an LDAP directory.
 ///
@@ -28,6 +33,13 @@ pub trait Directory: Send + Sync {
 
     /// Look up one recipient.
     fn lookup<'a>(&'a self, rcpt: &'a Address) -> DirectoryFuture<'a>;
+
+    /// Look up one recipient and say how, for `splitmx explain`: the answer and the
+    /// directory's own steps (server asked, query sent, cache hit or miss). The default
+    /// is [`Directory::lookup`] with no steps.
+    fn lookup_explained<'a>(&'a self, rcpt: &'a Address) -> ExplainedFuture<'a> {
+        Box::pin(async move { (self.lookup(rcpt).await, Vec::new()) })
+    }
 
     /// A short name for logs and `explain`, e.g. `ldap://ldap1.example.com`.
     fn name(&self) -> &str;

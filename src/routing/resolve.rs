@@ -116,7 +116,7 @@ pub enum Source {
     /// A routing table.
     Table {
         /// The file.
-        file: String,
+        file: Arc<str>,
         /// 1-based line.
         line: u32,
         /// 1-based column.
@@ -202,16 +202,25 @@ impl fmt::Display for Provenance {
 /// Collects steps for `explain`; the no-op version costs nothing on the hot path.
 pub(crate) trait Trace {
     fn step(&mut self, f: impl FnOnce() -> Step);
+    /// True when steps are recorded (so a directory is asked for its own steps too).
+    fn enabled(&self) -> bool;
 }
 
 impl Trace for () {
     #[inline]
     fn step(&mut self, _: impl FnOnce() -> Step) {}
+    #[inline]
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 impl Trace for Vec<Step> {
     fn step(&mut self, f: impl FnOnce() -> Step) {
         self.push(f());
+    }
+    fn enabled(&self) -> bool {
+        true
     }
 }
 
@@ -263,13 +272,15 @@ impl Snapshot {
             return Some(self.routed(rcpt, *entry, Matched::Recipient, rcpt.key()));
         }
         trace.step(|| step("recipient", rcpt.key(), "miss"));
-        match rcpt.base_key(&self.delimiters) {
+        let mut stack = [0u8; BASE_KEY_STACK];
+        match base_key(rcpt, &self.delimiters, &mut stack) {
             Some(base) => {
-                if let Some(entry) = self.recipients.get(base.as_str()) {
-                    trace.step(|| step("recipient without extension", &base, "hit"));
-                    return Some(self.routed(rcpt, *entry, Matched::WithoutExtension, &base));
+                let base: &str = &base;
+                if let Some(entry) = self.recipients.get(base) {
+                    trace.step(|| step("recipient without extension", base, "hit"));
+                    return Some(self.routed(rcpt, *entry, Matched::WithoutExtension, base));
                 }
-                trace.step(|| step("recipient without extension", &base, "miss"));
+                trace.step(|| step("recipient without extension", base, "miss"));
             }
             None => trace.step(|| {
                 step(
@@ -333,7 +344,7 @@ impl Snapshot {
                 matched,
                 key: key.to_string(),
                 source: Source::Table {
-                    file: self.file(entry.pos).to_string(),
+                    file: self.file_arc(entry.pos),
                     line: entry.pos.line,
                     column: entry.pos.column,
                 },
@@ -392,28 +403,42 @@ impl Snapshot {
             trace.step(|| step("directory", rcpt.key(), "skipped (domain not in scope)"));
             return Step1::Done(self.finish_with_domain(rcpt, trace));
         }
-        match directory.lookup(rcpt).await {
+        let mut answer = directory_lookup(directory, rcpt, trace).await;
+        // Not found with an extension: ask again for the address without it, as the
+        // tables do (`alice+news@` is `alice@` to the directory too).
+        let mut base = None;
+        if answer == DirectoryAnswer::NotFound {
+            base = rcpt
+                .extension(&self.delimiters)
+                .and_then(|ext| rcpt.with_local_part(ext.user).ok());
+            if let Some(base) = &base {
+                trace.step(|| step("directory", rcpt.key(), "miss"));
+                answer = directory_lookup(directory, base, trace).await;
+            }
+        }
+        let asked = base.as_ref().unwrap_or(rcpt);
+        match answer {
             DirectoryAnswer::Found(entry) => {
                 trace.step(|| {
                     let cache = entry.cache.as_deref().unwrap_or("");
                     step(
                         "directory",
-                        rcpt.key(),
+                        asked.key(),
                         &format!("hit {} {cache}", entry.dn),
                     )
                 });
                 self.directory_entry(rcpt, directory.name(), entry, trace)
             }
             DirectoryAnswer::NotFound if scope == DirectoryScope::Authoritative => {
-                trace.step(|| step("directory", rcpt.key(), "miss (authoritative)"));
+                trace.step(|| step("directory", asked.key(), "miss (authoritative)"));
                 Step1::Done(Outcome::Unrouted(Unrouted::UnknownUser))
             }
             DirectoryAnswer::NotFound => {
-                trace.step(|| step("directory", rcpt.key(), "miss"));
+                trace.step(|| step("directory", asked.key(), "miss"));
                 Step1::Done(self.finish_with_domain(rcpt, trace))
             }
             DirectoryAnswer::TempError { reason } => {
-                trace.step(|| step("directory", rcpt.key(), &format!("error: {reason}")));
+                trace.step(|| step("directory", asked.key(), &format!("error: {reason}")));
                 Step1::Done(Outcome::TempFail {
                     reason: format!("directory {}: {reason}", directory.name()),
                     reply: Reply::new(451, "4.4.3", "Directory lookup failed, try again later"),
@@ -519,6 +544,23 @@ impl Snapshot {
     }
 }
 
+/// Ask the directory; when `explain` records steps, the directory's own steps (server,
+/// query, cache) go in too.
+async fn directory_lookup(
+    directory: &dyn Directory,
+    rcpt: &Address,
+    trace: &mut impl Trace,
+) -> DirectoryAnswer {
+    if !trace.enabled() {
+        return directory.lookup(rcpt).await;
+    }
+    let (answer, steps) = directory.lookup_explained(rcpt).await;
+    for s in steps {
+        trace.step(move || s);
+    }
+    answer
+}
+
 /// An SMTP route to the MX of the recipient's own domain, for directory routing
 /// addresses outside the domains we serve.
 fn external(rcpt: &Address) -> Routed {
@@ -542,6 +584,41 @@ fn external(rcpt: &Address) -> Routed {
             then: None,
         },
     }
+}
+
+/// Room for an extension-stripped key on the stack (a path is at most 256 octets; case
+/// folding can lengthen non-ASCII local parts, which then take the heap path).
+const BASE_KEY_STACK: usize = 320;
+
+/// The key without its extension, built without allocating for ordinary addresses.
+/// Delimiters are matched in the case-folded local part; ASCII delimiters are unchanged by
+/// folding, so this finds the same split as [`Address::extension`].
+fn base_key<'b>(
+    rcpt: &Address,
+    delimiters: &str,
+    stack: &'b mut [u8; BASE_KEY_STACK],
+) -> Option<std::borrow::Cow<'b, str>> {
+    if !delimiters.is_ascii() {
+        return rcpt.base_key(delimiters).map(std::borrow::Cow::Owned);
+    }
+    let local = rcpt.local_key();
+    let cut = local
+        .bytes()
+        .position(|b| delimiters.as_bytes().contains(&b))
+        .filter(|&i| i > 0)?;
+    let user = &local.as_bytes()[..cut];
+    let domain = rcpt.domain().as_bytes();
+    let len = user.len() + 1 + domain.len();
+    if len > stack.len() {
+        return rcpt.base_key(delimiters).map(std::borrow::Cow::Owned);
+    }
+    stack[..user.len()].copy_from_slice(user);
+    stack[user.len()] = b'@';
+    stack[user.len() + 1..len].copy_from_slice(domain);
+    // Built from two str slices split at ASCII bytes and an ASCII '@': valid UTF-8.
+    std::str::from_utf8(&stack[..len])
+        .ok()
+        .map(std::borrow::Cow::Borrowed)
 }
 
 enum Step1 {

@@ -140,11 +140,11 @@ impl Snapshot {
         self.domain_rule(domain).is_some()
     }
 
-    pub(crate) fn file(&self, pos: Pos) -> &str {
+    pub(crate) fn file_arc(&self, pos: Pos) -> Arc<str> {
         self.files
             .get(pos.file as usize)
-            .map(|f| &**f)
-            .unwrap_or("?")
+            .cloned()
+            .unwrap_or_else(|| Arc::from("?"))
     }
 
     pub(crate) fn target(&self, entry: Entry) -> Option<&Target> {

@@ -344,7 +344,7 @@ struct RawFile {
     #[serde(default)]
     default: Option<Spanned<RawTarget>>,
     #[serde(default)]
-    recipients: Pairs<RawTarget>,
+    recipients: Recipients,
     #[serde(default)]
     mail_hosts: Pairs<RawTarget>,
 }
@@ -457,6 +457,73 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
+/// The `recipients:` mapping, kept compact while parsing: a large table has a million
+/// entries, mostly naming one of a few routes, so values are interned per file and each
+/// entry is its key and four numbers.
+#[derive(Default)]
+struct Recipients {
+    entries: Vec<RawRecipient>,
+    values: Vec<RawTarget>,
+}
+
+struct RawRecipient {
+    key: Box<str>,
+    key_at: (u32, u32),
+    value: u32,
+    value_at: (u32, u32),
+}
+
+fn line_col<T>(s: &Spanned<T>) -> (u32, u32) {
+    let clamp = |n: u64| n.clamp(1, u32::MAX as u64) as u32;
+    (clamp(s.referenced.line()), clamp(s.referenced.column()))
+}
+
+impl<'de> Deserialize<'de> for Recipients {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Recipients;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of recipients to routes")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Recipients, E> {
+                Ok(Recipients::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Recipients, A::Error> {
+                let mut out = Recipients::default();
+                let mut names: HashMap<String, u32> = HashMap::new();
+                while let Some(key) = map.next_key::<Spanned<Text>>()? {
+                    let value = map.next_value::<Spanned<RawTarget>>()?;
+                    let value_at = line_col(&value);
+                    let index = match value.value {
+                        RawTarget::Name(name) => match names.get(&name) {
+                            Some(&i) => i,
+                            None => {
+                                let i = out.values.len() as u32;
+                                names.insert(name.clone(), i);
+                                out.values.push(RawTarget::Name(name));
+                                i
+                            }
+                        },
+                        other => {
+                            out.values.push(other);
+                            (out.values.len() - 1) as u32
+                        }
+                    };
+                    out.entries.push(RawRecipient {
+                        key_at: line_col(&key),
+                        key: key.value.0.into_boxed_str(),
+                        value: index,
+                        value_at,
+                    });
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A route definition: transport(5) text, or a mapping.
 enum RawRoute {
     Transport(String),
@@ -546,6 +613,9 @@ fn parse_options() -> serde_saphyr::Options {
     alias_limits.max_replay_stack_depth = 8;
     options.alias_limits = alias_limits;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    // Routing tables have no use for `<<` merges, and supporting them makes the parser
+    // remember every key (a fifth of the load time of a large table).
+    options.merge_keys = serde_saphyr::MergeKeyPolicy::Error;
     options.with_snippet = false;
     options
 }
@@ -822,9 +892,41 @@ impl Builder<'_> {
                 },
             );
         }
-        self.recipients.reserve(raw.recipients.0.len());
-        for (key, value) in raw.recipients.0 {
-            self.add_recipient(file, key, value, domains);
+        let Recipients { entries, values } = raw.recipients;
+        self.recipients.reserve(entries.len());
+        // Each distinct value is resolved once; its errors are reported at every use.
+        let mut resolved: Vec<Option<Result<u32, TableErrorKind>>> = vec![None; values.len()];
+        let mut values: Vec<Option<RawTarget>> = values.into_iter().map(Some).collect();
+        for entry in entries {
+            let pos = Pos {
+                file,
+                line: entry.key_at.0,
+                column: entry.key_at.1,
+            };
+            let vpos = Pos {
+                file,
+                line: entry.value_at.0,
+                column: entry.value_at.1,
+            };
+            let i = entry.value as usize;
+            let target = match resolved.get(i).cloned().flatten() {
+                Some(result) => result,
+                None => {
+                    let raw = values.get_mut(i).and_then(Option::take);
+                    let result = match raw {
+                        Some(raw) => self.resolve_target(raw, vpos),
+                        None => Err(TableErrorKind::RouteShape("internal: value missing".into())),
+                    };
+                    if let Some(slot) = resolved.get_mut(i) {
+                        *slot = Some(result.clone());
+                    }
+                    result
+                }
+            };
+            match target {
+                Ok(target) => self.add_recipient(pos, &entry.key, target, domains),
+                Err(kind) => self.error(vpos, kind),
+            }
         }
         for (key, value) in raw.mail_hosts.0 {
             let pos = pos_of(file, &key);
@@ -859,26 +961,15 @@ impl Builder<'_> {
         }
     }
 
-    fn add_recipient(
-        &mut self,
-        file: u32,
-        key: Spanned<String>,
-        value: Spanned<RawTarget>,
-        domains: &[String],
-    ) {
-        let pos = pos_of(file, &key);
-        let vpos = pos_of(file, &value);
-        let Some(target) = self.target(value.value, vpos) else {
-            return;
-        };
-        if key.value.contains('@') {
-            let addr = match Address::parse(&key.value) {
+    fn add_recipient(&mut self, pos: Pos, key: &str, target: u32, domains: &[String]) {
+        if key.contains('@') {
+            let addr = match Address::parse(key) {
                 Ok(a) => a,
                 Err(error) => {
                     return self.error(
                         pos,
                         TableErrorKind::BadAddress {
-                            key: clip(&key.value),
+                            key: clip(key),
                             error,
                         },
                     );
@@ -891,7 +982,7 @@ impl Builder<'_> {
                 self.error(
                     pos,
                     TableErrorKind::DomainNotServed {
-                        key: key.value,
+                        key: clip(key),
                         domain,
                     },
                 );
@@ -908,13 +999,13 @@ impl Builder<'_> {
             );
         }
         for d in domains {
-            match Address::parse(&format!("{}@{d}", key.value)) {
+            match Address::parse(&format!("{key}@{d}")) {
                 Ok(addr) => self.insert_recipient(addr.key(), target, pos),
                 Err(error) => {
                     return self.error(
                         pos,
                         TableErrorKind::BadAddress {
-                            key: clip(&key.value),
+                            key: clip(key),
                             error,
                         },
                     );
@@ -954,8 +1045,20 @@ impl Builder<'_> {
         }
     }
 
-    /// Resolve a target (route name, inline transport, or route + rewrite) to an index.
+    /// Resolve a target, reporting an error at `pos`.
     fn target(&mut self, raw: RawTarget, pos: Pos) -> Option<u32> {
+        match self.resolve_target(raw, pos) {
+            Ok(t) => Some(t),
+            Err(kind) => {
+                self.error(pos, kind);
+                None
+            }
+        }
+    }
+
+    /// Resolve a target (route name, inline transport, or route + rewrite) to an index.
+    /// `pos` is where an inline transport route is first written.
+    fn resolve_target(&mut self, raw: RawTarget, pos: Pos) -> Result<u32, TableErrorKind> {
         let (name, rewrite) = match raw {
             RawTarget::Name(name) => (name, None),
             RawTarget::Map(m) => (m.route.0, m.rewrite.map(|t| t.0)),
@@ -965,19 +1068,12 @@ impl Builder<'_> {
             Some((idx, _)) => *idx,
             None if name.contains(':') => {
                 // Inline transport(5) syntax, named by its own text.
-                match Route::parse_transport(name.clone(), &name) {
-                    Ok(route) => {
-                        self.check_self_route(&route, pos);
-                        let idx = self.routes.len() as u32;
-                        self.routes.push(Arc::new(route));
-                        self.route_index.insert(name, (idx, pos));
-                        idx
-                    }
-                    Err(e) => {
-                        self.error(pos, TableErrorKind::Route(e));
-                        return None;
-                    }
-                }
+                let route = Route::parse_transport(name.clone(), &name)?;
+                self.check_self_route(&route, pos);
+                let idx = self.routes.len() as u32;
+                self.routes.push(Arc::new(route));
+                self.route_index.insert(name, (idx, pos));
+                idx
             }
             None => {
                 let mut known: Vec<&str> = self
@@ -992,35 +1088,24 @@ impl Builder<'_> {
                 } else {
                     known.join(", ")
                 };
-                self.error(
-                    pos,
-                    TableErrorKind::UnknownRoute {
-                        name: clip(&name),
-                        known,
-                    },
-                );
-                return None;
+                return Err(TableErrorKind::UnknownRoute {
+                    name: clip(&name),
+                    known,
+                });
             }
         };
-        let rewrite = match rewrite {
-            Some(r) => match Rewrite::parse(&r) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    self.error(pos, TableErrorKind::Route(e));
-                    return None;
-                }
-            },
-            None => None,
-        };
+        let rewrite = rewrite.map(|r| Rewrite::parse(&r)).transpose()?;
         let key = (route, rewrite.as_ref().map(|r| r.template().to_string()));
         if let Some(t) = self.target_index.get(&key) {
-            return Some(*t);
+            return Ok(*t);
         }
         let t = self.targets.len() as u32;
-        let route = self.routes.get(route as usize)?.clone();
+        let route = self.routes.get(route as usize).cloned().ok_or_else(|| {
+            TableErrorKind::RouteShape("internal: route index out of range".into())
+        })?;
         self.targets.push(Target { route, rewrite });
         self.target_index.insert(key, t);
-        Some(t)
+        Ok(t)
     }
 }
 
