@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 use serde::Serialize;
 
@@ -45,7 +46,7 @@ pub(crate) struct DomainRule {
 /// The merged, validated routing tables at one version.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub(crate) recipients: HashMap<Box<str>, Entry>,
+    pub(crate) recipients: HashMap<CompactString, Entry>,
     pub(crate) domains: HashMap<Box<str>, DomainRule>,
     pub(crate) mail_hosts: HashMap<Box<str>, Entry>,
     pub(crate) targets: Vec<Target>,

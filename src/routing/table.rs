@@ -663,7 +663,7 @@ struct Builder<'c> {
     targets: Vec<Target>,
     target_index: HashMap<(u32, Option<String>), u32>,
     domains: HashMap<Box<str>, DomainRule>,
-    recipients: HashMap<Box<str>, Entry>,
+    recipients: HashMap<compact_str::CompactString, Entry>,
     mail_hosts: HashMap<Box<str>, Entry>,
 }
 
@@ -1041,7 +1041,7 @@ impl Builder<'_> {
             );
         } else {
             self.recipients
-                .insert(Box::from(key), Entry { target, pos });
+                .insert(compact_str::CompactString::from(key), Entry { target, pos });
         }
     }
 
