@@ -39,6 +39,9 @@ pub struct GatewayConfig {
     /// The LDAP directory source, when configured.
     #[cfg(feature = "ldap")]
     pub ldap: Option<crate::ldap::LdapConfig>,
+    /// SMTP front end limits, timeouts and TLS.
+    #[cfg(feature = "server")]
+    pub smtp: crate::smtp::SmtpConfig,
 }
 
 /// A configuration file that cannot be used.
@@ -80,6 +83,9 @@ struct RawConfig {
     mail: Option<PathBuf>,
     #[cfg(feature = "ldap")]
     ldap: Option<crate::ldap::LdapConfig>,
+    #[cfg(feature = "server")]
+    #[serde(default)]
+    smtp: crate::smtp::SmtpConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,6 +121,8 @@ impl Default for GatewayConfig {
             mail: PathBuf::from("mail"),
             #[cfg(feature = "ldap")]
             ldap: None,
+            #[cfg(feature = "server")]
+            smtp: crate::smtp::SmtpConfig::default(),
         }
     }
 }
@@ -213,6 +221,11 @@ impl GatewayConfig {
         }
         config.spool = base.join(raw.spool.unwrap_or_else(|| PathBuf::from("spool")));
         config.mail = base.join(raw.mail.unwrap_or_else(|| PathBuf::from("mail")));
+        #[cfg(feature = "server")]
+        {
+            config.smtp = raw.smtp;
+            config.smtp.resolve_paths(base);
+        }
         #[cfg(feature = "ldap")]
         {
             config.ldap = raw.ldap.map(|mut l| {

@@ -160,3 +160,78 @@ fn explain_rejects_a_malformed_address_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an address"));
 }
+
+#[cfg(feature = "server")]
+#[test]
+fn queue_list_and_show_read_the_spool() {
+    use splitmx::spool::{NewMessage, QueueId, Spool, SpoolOptions, SpooledRecipient};
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "splitmx.yaml",
+        "hostname: mx.example.com\nspool: spool\n",
+    );
+    let id = QueueId::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let spool = Spool::open(&dir.path().join("spool"), SpoolOptions::default())
+            .await
+            .unwrap();
+        spool
+            .commit(NewMessage {
+                id,
+                received_at: std::time::SystemTime::now(),
+                client: "127.0.0.1:1234 (client.example)".into(),
+                sender: "sender@example.org".into(),
+                recipients: vec![SpooledRecipient {
+                    original: "Alice@Example.com".into(),
+                    deliver_to: "alice@tenant.example.net".into(),
+                    route: "m365".into(),
+                    route_kind: "smtp:[mx.example.net]:25".into(),
+                    provenance: "routing/example.com.yaml:5:3 recipient alice@example.com".into(),
+                    params: vec![],
+                }],
+                table_version: "0123456789abcdef".into(),
+                body: b"Subject: queued\r\n\r\nbody line\r\n".to_vec(),
+                params: vec![],
+            })
+            .await
+            .unwrap();
+        spool.close().await.unwrap();
+    });
+    let config = dir.path().join("splitmx.yaml");
+    let config = config.to_str().unwrap();
+    let out = splitmx(&["queue", "list", "--config", config]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let line = text.lines().nth(1).unwrap();
+    assert!(line.starts_with(&id.to_string()), "{text}");
+    assert!(
+        line.contains("queued")
+            && line.contains("sender@example.org")
+            && line.ends_with("Alice@Example.com"),
+        "{line}"
+    );
+    assert!(
+        text.ends_with("1 message in ") || text.contains("1 message in "),
+        "{text}"
+    );
+
+    let out = splitmx(&[
+        "queue",
+        "show",
+        &id.to_string(),
+        "--config",
+        config,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["recipients"][0]["route"], "m365");
+    assert_eq!(v["recipients"][0]["deliver_to"], "alice@tenant.example.net");
+    assert_eq!(v["table_version"], "0123456789abcdef");
+    assert_eq!(v["message"], "Subject: queued\r\n");
+
+    let out = splitmx(&["queue", "show", "NOSUCHID00000000", "--config", config]);
+    assert_ne!(out.status.code(), Some(0));
+}

@@ -5,6 +5,10 @@
 
 mod check;
 mod explain;
+#[cfg(feature = "server")]
+mod queue;
+#[cfg(feature = "server")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +29,19 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ConfigArgs),
+    /// Ask the running gateway to reload its routing tables (validated here first).
+    Reload(ConfigArgs),
+    /// Inspect the queue (read-only; works while the gateway runs).
+    #[cfg(feature = "server")]
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Validate the routing tables (and config); exit 1 on any error. For CI and git hooks.
     Check {
         #[command(flatten)]
@@ -51,10 +68,25 @@ enum Command {
     },
 }
 
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+enum QueueAction {
+    /// One line per queued message: id, age, size, state, sender, recipients.
+    List,
+    /// One message: envelope, each recipient's route and state, and its header.
+    Show {
+        /// The queue id.
+        id: String,
+        /// Print the whole message, not only its header.
+        #[arg(long)]
+        body: bool,
+    },
+}
+
 #[derive(clap::Args, Debug)]
 struct ConfigArgs {
     /// Gateway configuration file (default: the built-in configuration).
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
 }
 
@@ -81,9 +113,16 @@ pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => args.load(None).map(|_| {
-            eprintln!("splitmx serve: the SMTP front end is not built yet (see the issue tracker)");
-            ExitCode::from(2)
+        Command::Serve(args) => args.load(None).map(serve_command),
+        Command::Reload(args) => args.load(None).map(|c| reload_command(&c)),
+        #[cfg(feature = "server")]
+        Command::Queue {
+            action,
+            config,
+            json,
+        } => config.load(None).map(|c| match action {
+            QueueAction::List => queue::list(&c, json),
+            QueueAction::Show { id, body } => queue::show(&c, &id, json, body),
         }),
         Command::Check {
             config,
@@ -102,6 +141,57 @@ pub fn main() -> ExitCode {
     result.unwrap_or_else(|code| code)
 }
 
+#[cfg(feature = "server")]
+fn serve_command(config: GatewayConfig) -> ExitCode {
+    serve::run(config)
+}
+
+#[cfg(not(feature = "server"))]
+fn serve_command(_: GatewayConfig) -> ExitCode {
+    eprintln!("splitmx serve: this build has no SMTP server (feature `server`)");
+    ExitCode::from(2)
+}
+
+/// The file where a running gateway writes its process id.
+pub(crate) fn pid_file(config: &GatewayConfig) -> PathBuf {
+    config.spool.join("splitmx.pid")
+}
+
+/// Validate the tables, then send SIGHUP to the gateway named in the pid file.
+fn reload_command(config: &GatewayConfig) -> ExitCode {
+    if let Err(errors) = crate::routing::table::load(&config.routing) {
+        println!("{errors}");
+        println!(
+            "splitmx reload: not sent: the tables have errors; the gateway keeps its current tables"
+        );
+        return ExitCode::from(1);
+    }
+    let pid_file = pid_file(config);
+    let pid = match std::fs::read_to_string(&pid_file) {
+        Ok(p) if p.trim().parse::<u32>().is_ok() => p.trim().to_string(),
+        _ => {
+            eprintln!(
+                "splitmx reload: no running gateway ({} missing or invalid)",
+                pid_file.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+    {
+        Ok(s) if s.success() => {
+            println!("splitmx reload: sent SIGHUP to process {pid}; the gateway logs the outcome");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("splitmx reload: cannot signal process {pid} (is the gateway running?)");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// The router the commands resolve with: the routing tables, plus the configured
 /// directory source. Errors are printed; the exit code says the command could not run.
 pub(crate) fn load_router(config: &GatewayConfig) -> Result<crate::Router, ExitCode> {
@@ -110,6 +200,14 @@ pub(crate) fn load_router(config: &GatewayConfig) -> Result<crate::Router, ExitC
         eprintln!("splitmx: the routing tables have errors (run splitmx check)");
         ExitCode::from(2)
     })?;
+    #[cfg(feature = "ldap")]
+    if let Some(ldap) = &config.ldap {
+        let directory = crate::ldap::LdapDirectory::new(ldap.clone()).map_err(|e| {
+            eprintln!("splitmx: {e}");
+            ExitCode::from(2)
+        })?;
+        return Ok(router.with_directory(std::sync::Arc::new(directory)));
+    }
     Ok(router)
 }
 
@@ -126,9 +224,18 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SPLITMX_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let default = if std::env::args().nth(1).as_deref() == Some("serve") {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("SPLITMX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("SPLITMX_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

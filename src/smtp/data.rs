@@ -1,0 +1,225 @@
+//! The DATA receiver: finds the end of the message (`CRLF . CRLF`), undoes dot-stuffing,
+//! and enforces the size and line limits, in bounded memory whatever the client sends.
+//!
+//! Input: the bytes after the `354` reply, in chunks of any size, split anywhere.
+//! Output: the message bytes exactly as sent (8-bit, NUL and bare CR kept), minus the
+//! stuffing dots and the end marker. Bytes beyond the size limit are counted and dropped,
+//! so a client sending 64 MB without a line feed costs no more memory than the limit.
+//! A bare LF ends a line as CRLF does (as Postfix accepts); the bytes are kept as sent.
+
+use crate::routing::hops::HopCounter;
+
+/// Why a received message cannot be accepted (reported after the end marker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    /// More than the size limit.
+    TooBig,
+    /// A line longer than the text line limit.
+    LineTooLong,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line.
+    LineStart,
+    /// A line that started with '.'.
+    Dot,
+    /// A line that is ".\r" so far.
+    DotCr,
+    /// Inside a line.
+    InLine,
+}
+
+/// Streaming DATA parser.
+#[derive(Debug)]
+pub struct DataReceiver {
+    state: State,
+    body: Vec<u8>,
+    max_size: usize,
+    max_line: usize,
+    line_len: usize,
+    received: u64,
+    error: Option<DataError>,
+    hops: HopCounter,
+    in_header: bool,
+}
+
+impl DataReceiver {
+    /// A receiver for one message. `max_line` 0 means no line limit.
+    pub fn new(max_size: usize, max_line: usize, hostname: &str) -> Self {
+        DataReceiver {
+            state: State::LineStart,
+            body: Vec::with_capacity(max_size.min(64 * 1024)),
+            max_size,
+            max_line,
+            line_len: 0,
+            received: 0,
+            error: None,
+            hops: HopCounter::new(hostname),
+            in_header: true,
+        }
+    }
+
+    /// Consume bytes; returns how many were used and whether the end marker was seen.
+    /// Bytes after the end marker are not consumed (they are pipelined commands).
+    pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::LineStart => {
+                    if input[i] == b'.' {
+                        self.state = State::Dot;
+                        self.line_len = 1;
+                        i += 1;
+                    } else {
+                        self.state = State::InLine;
+                        self.line_len = 0;
+                    }
+                }
+                State::Dot => match input[i] {
+                    b'\n' => return (i + 1, true),
+                    b'\r' => {
+                        self.state = State::DotCr;
+                        i += 1;
+                    }
+                    // A stuffed dot: drop it, keep the rest of the line.
+                    _ => self.state = State::InLine,
+                },
+                State::DotCr => {
+                    if input[i] == b'\n' {
+                        return (i + 1, true);
+                    }
+                    // ".\rX": not the end; the line is "\rX" after unstuffing.
+                    self.push(b"\r");
+                    self.line_len = 2;
+                    self.state = State::InLine;
+                }
+                State::InLine => {
+                    let rest = &input[i..];
+                    match memchr(b'\n', rest) {
+                        Some(n) => {
+                            self.line_len += n + 1;
+                            self.check_line();
+                            self.push(&rest[..=n]);
+                            self.state = State::LineStart;
+                            i += n + 1;
+                        }
+                        None => {
+                            self.line_len += rest.len();
+                            self.check_line();
+                            self.push(rest);
+                            i = input.len();
+                        }
+                    }
+                }
+            }
+        }
+        (input.len(), false)
+    }
+
+    fn check_line(&mut self) {
+        if self.max_line > 0 && self.line_len > self.max_line && self.error.is_none() {
+            self.error = Some(DataError::LineTooLong);
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.received += bytes.len() as u64;
+        if self.in_header {
+            self.in_header = self.hops.feed(bytes);
+        }
+        if self.error.is_some() {
+            return;
+        }
+        if self.body.len() + bytes.len() > self.max_size {
+            self.error = Some(DataError::TooBig);
+            self.body = Vec::new();
+            return;
+        }
+        self.body.extend_from_slice(bytes);
+    }
+
+    /// Bytes of message received so far (after unstuffing), including dropped ones.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The message, or why it cannot be accepted; and the hop count of its header.
+    pub fn finish(self) -> (Result<Vec<u8>, DataError>, crate::routing::hops::HopCount) {
+        let count = self.hops.count();
+        match self.error {
+            Some(e) => (Err(e), count),
+            None => (Ok(self.body), count),
+        }
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (Result<Vec<u8>, DataError>, usize) {
+        let mut r = DataReceiver::new(1 << 20, 1000, "mx.example.com");
+        for (n, c) in chunks.iter().enumerate() {
+            let (used, done) = r.ingest(c);
+            if done {
+                return (r.finish().0, c.len() - used + chunks[n + 1..].len());
+            }
+        }
+        panic!("no end marker");
+    }
+
+    #[test]
+    fn unstuffs_and_stops_at_the_end_marker() {
+        let (body, rest) = run(&[b"a\r\n..b\r\n.\r\nQUIT\r\n"]);
+        assert_eq!(body.unwrap(), b"a\r\n.b\r\n");
+        assert_eq!(rest, 6);
+    }
+
+    #[test]
+    fn any_split_gives_the_same_message() {
+        let msg: &[u8] = b"Subject: x\r\n\r\n..\r\n.x\r\n\0\xff\r\n.\r.\r\n.\r\nNOOP\r\n";
+        let (whole, _) = run(&[msg]);
+        for split in 1..msg.len() {
+            let (a, b) = msg.split_at(split);
+            let (body, _) = run(&[a, b, b""]);
+            assert_eq!(body, whole, "split at {split}");
+        }
+        assert_eq!(
+            whole.unwrap(),
+            b"Subject: x\r\n\r\n.\r\nx\r\n\0\xff\r\n\r.\r\n"
+        );
+    }
+
+    #[test]
+    fn bare_lf_lines_end_too() {
+        let (body, _) = run(&[b"a\n.\n"]);
+        assert_eq!(body.unwrap(), b"a\n");
+    }
+
+    #[test]
+    fn too_big_and_too_long_are_reported_after_the_end() {
+        let mut r = DataReceiver::new(10, 0, "h");
+        let (_, done) = r.ingest(b"0123456789abc\r\n.\r\n");
+        assert!(done);
+        assert_eq!(r.finish().0, Err(DataError::TooBig));
+        let mut r = DataReceiver::new(100_000, 1000, "h");
+        let long = vec![b'x'; 1001];
+        r.ingest(&long);
+        let (_, done) = r.ingest(b"\r\n.\r\n");
+        assert!(done);
+        assert_eq!(r.finish().0, Err(DataError::LineTooLong));
+    }
+
+    #[test]
+    fn counts_hops_in_the_header() {
+        let mut r = DataReceiver::new(1000, 1000, "mx.example.com");
+        r.ingest(b"Received: by mx.example.com (splitmx) id 1\r\nReceived: x\r\n\r\nReceived: body\r\n.\r\n");
+        let (_, hops) = r.finish();
+        assert_eq!((hops.received, hops.self_passes), (2, 1));
+    }
+}
