@@ -82,8 +82,12 @@ impl DataReceiver {
                         self.state = State::DotCr;
                         i += 1;
                     }
-                    // A stuffed dot: drop it, keep the rest of the line.
-                    _ => self.state = State::InLine,
+                    // A stuffed dot: drop it, keep the rest of the line. The dot does not
+                    // count toward the line limit (RFC 5321 4.5.3.1.6).
+                    _ => {
+                        self.line_len = 0;
+                        self.state = State::InLine;
+                    }
                 },
                 State::DotCr => {
                     if input[i] == b'\n' {
@@ -213,6 +217,20 @@ mod tests {
         let (_, done) = r.ingest(b"\r\n.\r\n");
         assert!(done);
         assert_eq!(r.finish().0, Err(DataError::LineTooLong));
+    }
+
+    #[test]
+    fn a_stuffed_dot_does_not_count_toward_the_line_limit() {
+        let mut line = vec![b'.'];
+        line.extend(vec![b'x'; 997]);
+        let mut wire = vec![b'.'];
+        wire.extend_from_slice(&line);
+        wire.extend_from_slice(b"\r\n.\r\n");
+        let mut r = DataReceiver::new(100_000, 1000, "h");
+        assert!(r.ingest(&wire).1);
+        let mut want = line.clone();
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(r.finish().0, Ok(want));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::data::{DataError, DataReceiver};
 use super::received::Stamp;
 use super::server::Shared;
 use crate::routing::address::Address;
-use crate::routing::resolve::{Outcome, Routed};
+use crate::routing::resolve::{Outcome, Routed, Unrouted};
 use crate::routing::snapshot::TableVersion;
 use crate::spool::{NewMessage, QueueId, SpooledRecipient};
 
@@ -524,13 +524,19 @@ fn log_recipient(
             deliver_to = %r.recipient, provenance = %r.provenance, version = %version, reply,
             "recipient"
         ),
-        Outcome::Unrouted(u) => tracing::info!(
-            queue_id = %id, client = %client, sender, rcpt = %rcpt, unrouted = ?u,
-            version = %version, reply, "recipient"
-        ),
+        Outcome::Unrouted(u) => {
+            let why = match u {
+                Unrouted::UnknownUser => "no entry in a served domain",
+                Unrouted::RelayDenied => "domain not served",
+            };
+            tracing::info!(
+                queue_id = %id, client = %client, sender, rcpt = %rcpt, route = "none",
+                provenance = why, version = %version, reply, "recipient"
+            )
+        }
         Outcome::TempFail { reason, .. } => tracing::warn!(
-            queue_id = %id, client = %client, sender, rcpt = %rcpt, reason = %reason,
-            version = %version, reply, "recipient"
+            queue_id = %id, client = %client, sender, rcpt = %rcpt, route = "none",
+            provenance = %reason, version = %version, reply, "recipient"
         ),
     }
 }
