@@ -19,6 +19,7 @@ pub mod address;
 pub mod config;
 pub mod directory;
 pub mod hops;
+mod recipient_lines;
 pub mod resolve;
 pub mod route;
 pub mod router;

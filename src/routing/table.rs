@@ -620,11 +620,37 @@ fn parse_options() -> serde_saphyr::Options {
     options
 }
 
-fn parse_file(file: &TableFile) -> Result<RawFile, TableError> {
-    if file.text.trim().is_empty() {
+/// Parse one file; a large plain `recipients:` block is read by the line scanner, the
+/// rest by the YAML parser (see `recipient_lines`).
+fn parse_file(file: &TableFile, fast: bool) -> Result<RawFile, TableError> {
+    let Some(block) = fast
+        .then(|| super::recipient_lines::scan(&file.text))
+        .flatten()
+    else {
+        return parse_yaml(&file.path, &file.text);
+    };
+    let mut raw = parse_yaml(&file.path, &block.rest)?;
+    raw.recipients = Recipients {
+        entries: block
+            .lines
+            .into_iter()
+            .map(|l| RawRecipient {
+                key: l.key,
+                key_at: l.key_at,
+                value: l.value,
+                value_at: l.value_at,
+            })
+            .collect(),
+        values: block.values.into_iter().map(RawTarget::Name).collect(),
+    };
+    Ok(raw)
+}
+
+fn parse_yaml(path: &str, text: &str) -> Result<RawFile, TableError> {
+    if text.trim().is_empty() {
         return Ok(RawFile::default());
     }
-    match serde_saphyr::from_str_with_options::<Option<RawFile>>(&file.text, parse_options()) {
+    match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, parse_options()) {
         Ok(raw) => Ok(raw.unwrap_or_default()),
         Err(e) => {
             let (line, column) = e
@@ -632,7 +658,7 @@ fn parse_file(file: &TableFile) -> Result<RawFile, TableError> {
                 .map(|l| (l.line().max(1), l.column().max(1)))
                 .unwrap_or((1, 1));
             Err(at(
-                &file.path,
+                path,
                 line,
                 column,
                 TableErrorKind::Yaml(yaml_message(&e.to_string())),
@@ -672,6 +698,15 @@ fn load_texts(
     files: &[TableFile],
     version: TableVersion,
 ) -> Result<Snapshot, TableErrors> {
+    load_parsed(config, files, version, true)
+}
+
+fn load_parsed(
+    config: &RoutingConfig,
+    files: &[TableFile],
+    version: TableVersion,
+    fast: bool,
+) -> Result<Snapshot, TableErrors> {
     let mut b = Builder {
         config,
         files: files.iter().map(|f| Arc::from(f.path.as_str())).collect(),
@@ -686,7 +721,7 @@ fn load_texts(
     };
     let mut raws = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
-        match parse_file(file) {
+        match parse_file(file, fast) {
             Ok(raw) => raws.push((i as u32, raw)),
             Err(e) => b.errors.push(e),
         }
@@ -1174,4 +1209,83 @@ fn route_from_map(name: &str, m: RawRouteMap) -> Result<Route, TableErrorKind> {
         route.set_rewrite(Some(Rewrite::parse(&rewrite)?));
     }
     Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(texts: &[(&str, String)]) -> Vec<TableFile> {
+        texts
+            .iter()
+            .map(|(n, t)| TableFile {
+                name: n.to_string(),
+                path: format!("routing/{n}"),
+                text: t.clone(),
+            })
+            .collect()
+    }
+
+    fn both(
+        texts: &[(&str, String)],
+    ) -> (Result<Snapshot, TableErrors>, Result<Snapshot, TableErrors>) {
+        let config = RoutingConfig::new("routing");
+        let fs = files(texts);
+        let v = VersionHasher::new().finish(Path::new("/nonexistent"));
+        (
+            load_parsed(&config, &fs, v.clone(), true),
+            load_parsed(&config, &fs, v, false),
+        )
+    }
+
+    fn big_table(extra: &str) -> String {
+        let mut t = String::from(
+            "routes:\n  m365: smtp:[mx.example.net]:25\n  local: maildir:mail\ndomains: [example.com]\nrecipients:\n",
+        );
+        for i in 0..200 {
+            let spaces = " ".repeat(1 + i % 3);
+            let route = if i % 2 == 0 { "m365" } else { "local" };
+            t.push_str(&format!("  User{i}@Example.com:{spaces}{route}  \n"));
+            if i % 50 == 0 {
+                t.push_str("\n  # a comment inside the block\n");
+            }
+        }
+        t.push_str(extra);
+        t.push_str("# trailing comment\ndefault: local\n");
+        t
+    }
+
+    #[test]
+    fn line_scanner_and_yaml_parser_report_the_same_errors() {
+        let text = big_table(
+            "  bob@example.com: m356\n  eve@exmaple.com: m365\n  user7@example.com: local\n",
+        );
+        assert!(
+            super::super::recipient_lines::scan(&text).is_some(),
+            "fast path taken"
+        );
+        let (fast, slow) = both(&[("a.yaml", text)]);
+        let (fast, slow) = (fast.unwrap_err(), slow.unwrap_err());
+        assert_eq!(fast.len(), 3, "{fast}");
+        assert_eq!(fast.to_string(), slow.to_string());
+    }
+
+    #[test]
+    fn line_scanner_and_yaml_parser_build_the_same_snapshot() {
+        let (fast, slow) = both(&[("a.yaml", big_table(""))]);
+        let (fast, slow) = (fast.unwrap(), slow.unwrap());
+        assert_eq!(fast.recipient_count(), 200);
+        for i in [0, 1, 77, 199] {
+            let rcpt = Address::parse(&format!("user{i}@example.com")).unwrap();
+            let (a, b) = (fast.resolve(&rcpt), slow.resolve(&rcpt));
+            let route =
+                |o: &super::super::resolve::Outcome| o.route().map(|r| r.name().to_string());
+            assert_eq!(route(&a), route(&b));
+            let prov = |o: super::super::resolve::Outcome| match o {
+                super::super::resolve::Outcome::Routed(r) => r.provenance.to_string(),
+                _ => String::new(),
+            };
+            assert_eq!(prov(a), prov(b));
+        }
+    }
 }
