@@ -230,9 +230,12 @@ fn init_logging() {
         "warn"
     };
     let filter = EnvFilter::try_from_env("SPLITMX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a person at a terminal, never in a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = if std::env::var("SPLITMX_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {
