@@ -134,6 +134,27 @@ async fn commit_then_reopen_keeps_bytes_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarts_do_not_leave_a_segment_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let spool = Spool::open(dir.path(), options(1 << 20)).await.unwrap();
+        ids.extend(commit_n(&spool, 3).await);
+        spool.close().await.unwrap();
+    }
+    // The active segment and the one created ahead of time; not one per restart.
+    let files = segment_files(dir.path());
+    assert!(
+        files.len() <= 2,
+        "{} segments after 10 restarts: {files:?}",
+        files.len()
+    );
+    let live = live_ids(dir.path());
+    assert_eq!(live.len(), 30);
+    assert!(ids.iter().all(|id| live.contains(id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_concurrent_commits_are_distinct_and_recoverable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();

@@ -32,7 +32,7 @@ use super::index::Index;
 use super::message::{MessageState, NewMessage, RecipientState, RecipientStatus, RecipientUpdate};
 use super::prealloc::Preallocator;
 use super::record::{self, Kind};
-use super::recover::recover;
+use super::recover::{Recovered, recover};
 use super::segment::{self, Writable};
 
 /// The lock file in the spool directory, held by the writer.
@@ -159,7 +159,8 @@ impl Writer {
             Err(TryLockError::Error(e)) => return Err(SpoolError::io("lock", &lock_path, e)),
         }
         segment::remove_partial(&segments)?;
-        let recovered = recover(dir)?;
+        let mut recovered = recover(dir)?;
+        drop_unused_tail(&segments, &mut recovered)?;
         let last = recovered.segments.last();
         let next_number = last.map_or(1, |s| s.number.saturating_add(1));
         let resume = match last {
@@ -551,4 +552,23 @@ fn apply(id: QueueId, mut status: Status, change: Change) -> Result<Status, Spoo
         }
     }
     Ok(status)
+}
+
+/// The previous run created its next segment ahead of time. If nothing was written to it,
+/// remove it and carry on in the segment before: otherwise every restart would leave a
+/// 64 MiB segment behind.
+fn drop_unused_tail(segments: &Path, recovered: &mut Recovered) -> Result<(), SpoolError> {
+    let [.., prev, last] = recovered.segments.as_slice() else {
+        return Ok(());
+    };
+    if last.header.is_none() || last.records > 0 || prev.header.is_none() {
+        return Ok(());
+    }
+    let (number, path) = (last.number, last.path.clone());
+    fs::remove_file(&path).map_err(|e| SpoolError::io("remove", &path, e))?;
+    segment::sync_dir(segments)?;
+    recovered.index.remove_segment(number);
+    recovered.segments.pop();
+    tracing::debug!(segment = %path.display(), "removed the unused segment of the previous run");
+    Ok(())
 }
