@@ -1044,3 +1044,20 @@ fn sigterm_mid_data_lets_the_client_finish() {
     assert_spooled(&gw, &id, &body);
     assert_eq!(gw.spooled().len(), 1);
 }
+
+#[test]
+fn postmaster_without_a_domain_is_accepted() {
+    let gw = Gateway::start();
+    let mut c = gw.session();
+    c.expect(&format!("MAIL FROM:<{SENDER}>"), 250);
+    c.expect("RCPT TO:<Postmaster>", 250);
+    c.expect("DATA", 354);
+    c.send(&data_bytes(&small_message("postmaster"))).unwrap();
+    let r = c.reply().unwrap();
+    assert_reply(&r, 250, "2.0.0");
+    let stored = gw.spooled_message(&r.queue_id());
+    let rcpt = &stored.envelope.recipients[0];
+    // The gateway's host name is not served by the test tables: the first served domain.
+    assert_eq!(rcpt.original, "postmaster@example.com");
+    assert_eq!(rcpt.route, "local");
+}

@@ -66,9 +66,18 @@ pub struct MailCommand {
 #[derive(Debug)]
 pub struct RcptCommand {
     /// The forward path.
-    pub recipient: Address,
+    pub recipient: Recipient,
     /// Parameters kept for the spool (NOTIFY, ORCPT).
     pub params: Vec<(String, String)>,
+}
+
+/// The forward path of RCPT TO.
+#[derive(Debug)]
+pub enum Recipient {
+    /// A mailbox.
+    Address(Address),
+    /// `<Postmaster>` without a domain, which RFC 5321 4.5.1 requires a server to accept.
+    Postmaster,
 }
 
 /// A command the session answers with a 5xx reply.
@@ -265,7 +274,8 @@ fn parse_rcpt(text: &str) -> Result<Command, CommandError> {
     let syntax = CommandError::Syntax("RCPT TO:<address> [parameters]");
     let (path, params) = split_path(text, "RCPT TO:").ok_or(syntax)?;
     let recipient = match parse_path(path) {
-        Ok(Some(a)) => a,
+        _ if path.eq_ignore_ascii_case("<postmaster>") => Recipient::Postmaster,
+        Ok(Some(a)) => Recipient::Address(a),
         Ok(None) => return Err(CommandError::Address("null recipient <>".to_string())),
         Err(e) => return Err(CommandError::Address(e.to_string())),
     };
@@ -309,7 +319,17 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(r.recipient.local_part(), "a b@c");
+        let Recipient::Address(a) = &r.recipient else {
+            panic!()
+        };
+        assert_eq!(a.local_part(), "a b@c");
+        assert!(matches!(
+            parse(b"RCPT TO:<Postmaster>"),
+            Ok(Command::Rcpt(RcptCommand {
+                recipient: Recipient::Postmaster,
+                ..
+            }))
+        ));
         assert_eq!(r.params, vec![("NOTIFY".into(), "FAILURE,DELAY".into())]);
         let Ok(Command::Mail(m)) = parse(b"mail from:<> SIZE=1000 BODY=8BITMIME SMTPUTF8") else {
             panic!()

@@ -326,17 +326,24 @@ impl Session {
             conn.queue(&line(452, "4.5.3", "Too many recipients"));
             return Flow::Continue;
         }
-        if rcpt.recipient.needs_smtputf8() && !tx.mail.smtputf8 {
+        let recipient = match rcpt.recipient {
+            command::Recipient::Address(a) => a,
+            command::Recipient::Postmaster => match postmaster(&self.shared) {
+                Some(a) => a,
+                None => return self.error(conn, 550, "5.1.1", "No postmaster route configured"),
+            },
+        };
+        if recipient.needs_smtputf8() && !tx.mail.smtputf8 {
             return self.error(conn, 553, "5.6.7", "Non-ASCII address needs SMTPUTF8");
         }
-        let resolution = self.shared.router.resolve(&rcpt.recipient).await;
+        let resolution = self.shared.router.resolve(&recipient).await;
         let reply = resolution.outcome.reply();
         let sender = tx.mail.sender.as_ref().map(Address::original).unwrap_or("");
         log_recipient(
             &tx.id,
             self.peer,
             sender,
-            &rcpt.recipient,
+            &recipient,
             &resolution.outcome,
             &resolution.version,
             &reply,
@@ -348,7 +355,7 @@ impl Session {
         if let Outcome::Routed(routed) = resolution.outcome {
             tx.recipients.push(Accepted {
                 routed,
-                original: rcpt.recipient,
+                original: recipient,
                 params: rcpt.params,
                 version: resolution.version,
             });
@@ -506,6 +513,18 @@ impl Session {
         }
         Flow::Continue
     }
+}
+
+/// `<Postmaster>` without a domain: postmaster of our host name when the tables serve it,
+/// else of the first domain they serve (RFC 5321 4.5.1 requires accepting it).
+fn postmaster(shared: &Shared) -> Option<Address> {
+    let snapshot = shared.router.snapshot();
+    let domain = if snapshot.serves(&shared.hostname) {
+        shared.hostname.clone()
+    } else {
+        snapshot.domains().first()?.to_string()
+    };
+    Address::parse(&format!("postmaster@{domain}")).ok()
 }
 
 fn log_recipient(
