@@ -217,8 +217,9 @@ impl Router {
                     recipients: new.recipient_count(),
                     took: started.elapsed(),
                 };
+                // Counted first, so the counter never lags what readers already see.
+                self.stats.swapped.fetch_add(1, Ordering::SeqCst);
                 self.current.store(Arc::new(new));
-                self.stats.swapped.fetch_add(1, Ordering::Relaxed);
                 if let ReloadOutcome::Swapped { old, new, took, .. } = &outcome {
                     tracing::info!(old = %old, new = %new, took_ms = took.as_millis() as u64, "routing tables reloaded");
                 }
@@ -258,7 +259,7 @@ impl Router {
     /// Reload counters.
     pub fn stats(&self) -> ReloadStats {
         ReloadStats {
-            swapped: self.stats.swapped.load(Ordering::Relaxed),
+            swapped: self.stats.swapped.load(Ordering::SeqCst),
             unchanged: self.stats.unchanged.load(Ordering::Relaxed),
             failed: self.stats.failed.load(Ordering::Relaxed),
             last_error: self
