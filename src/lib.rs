@@ -31,6 +31,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+#[cfg(any(feature = "server", feature = "ldap"))]
+mod duration;
 pub mod routing;
 
 #[cfg(feature = "ldap")]

@@ -611,8 +611,8 @@ fn drip(c: &mut Client, bytes: &[u8], interval: Duration) -> (Reply, Duration) {
 fn slow_drip_client_is_timed_out() {
     let gw = Gateway::with(
         Options::default()
-            .smtp("command_timeout_secs: 2")
-            .smtp("data_timeout_secs: 2"),
+            .smtp("command_timeout: 2s")
+            .smtp("data_timeout: 2s"),
     );
     let step = Duration::from_millis(500);
     // A command line dribbled a byte every 0.5 s never completes within 2 s.
@@ -1000,7 +1000,7 @@ fn sigterm_gives_idle_sessions_421_and_exits_0() {
 
 #[test]
 fn sigterm_mid_data_lets_the_client_finish() {
-    let mut gw = Gateway::with(Options::default().smtp("shutdown_grace_secs: 20"));
+    let mut gw = Gateway::with(Options::default().smtp("shutdown_grace: 20s"));
     let mut c = gw.session();
     c.expect(&format!("MAIL FROM:<{SENDER}>"), 250);
     c.expect("RCPT TO:<alice@example.com>", 250);

@@ -24,12 +24,15 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// Errors (4xx/5xx replies to bad commands) tolerated before the session is closed.
     pub max_errors: usize,
-    /// Time allowed for one command line, in seconds (RFC 5321: 5 minutes).
-    pub command_timeout_secs: u64,
-    /// Time allowed for a whole DATA transfer, in seconds.
-    pub data_timeout_secs: u64,
-    /// Time allowed to finish open transactions on shutdown, in seconds.
-    pub shutdown_grace_secs: u64,
+    /// Time allowed for one command line (RFC 5321: 5 minutes).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub command_timeout: Duration,
+    /// Time allowed for a whole DATA transfer.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub data_timeout: Duration,
+    /// Time allowed to finish open transactions on shutdown.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub shutdown_grace: Duration,
     /// TLS certificate chain (PEM) for STARTTLS; STARTTLS is offered only with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -46,9 +49,9 @@ impl Default for SmtpConfig {
             max_connections: 1000,
             max_connections_per_ip: 20,
             max_errors: 20,
-            command_timeout_secs: 300,
-            data_timeout_secs: 600,
-            shutdown_grace_secs: 30,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
             tls_cert: None,
             tls_key: None,
         }
@@ -66,15 +69,5 @@ impl SmtpConfig {
                 *p = base.join(&*p);
             }
         }
-    }
-
-    /// Time allowed for one command line.
-    pub fn command_timeout(&self) -> Duration {
-        Duration::from_secs(self.command_timeout_secs)
-    }
-
-    /// Time allowed for a whole DATA transfer.
-    pub fn data_timeout(&self) -> Duration {
-        Duration::from_secs(self.data_timeout_secs)
     }
 }

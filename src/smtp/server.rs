@@ -172,7 +172,7 @@ impl Server {
         accepts.abort_all();
         drop(conn_rx);
         let _ = stop_tx.send(true);
-        let grace = Duration::from_secs(shared.config.shutdown_grace_secs);
+        let grace = shared.config.shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             while sessions.join_next().await.is_some() {}
         })
@@ -220,7 +220,7 @@ async fn connection(
         return;
     };
     let handshake =
-        tokio::time::timeout(shared.config.command_timeout(), acceptor.accept(stream)).await;
+        tokio::time::timeout(shared.config.command_timeout, acceptor.accept(stream)).await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

@@ -113,7 +113,7 @@ impl Session {
             let config = &self.shared.config;
             let read = tokio::select! {
                 biased;
-                r = conn.read_line(config.max_command_line, config.command_timeout()) => r,
+                r = conn.read_line(config.max_command_line, config.command_timeout) => r,
                 _ = async { drop(shutdown.wait_for(|s| *s).await) } => {
                     conn.queue(&line(421, "4.3.2", "Service shutting down, try again later"));
                     let _ = conn.flush().await;
@@ -385,7 +385,7 @@ impl Session {
         );
         let received_at = SystemTime::now();
         match conn
-            .read_until(config.data_timeout(), |b| receiver.ingest(b))
+            .read_until(config.data_timeout, |b| receiver.ingest(b))
             .await
         {
             Ok(()) => {}
