@@ -176,8 +176,7 @@ impl GatewayConfig {
                         .location()
                         .map(|l| (l.line(), l.column()))
                         .unwrap_or((1, 1));
-                    let msg = e.to_string();
-                    let msg = msg.lines().next().unwrap_or("").to_string();
+                    let msg = crate::routing::table::yaml_message(&e.to_string());
                     invalid(l.max(1), c.max(1), msg)
                 })?
                 .unwrap_or_default()

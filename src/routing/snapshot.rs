@@ -120,20 +120,9 @@ impl Snapshot {
         }
     }
 
-    /// The rule that governs `domain`: its own table, else the nearest parent domain that
-    /// opted in to subdomains. Returns the domain whose rule applies.
+    /// The rule that governs `domain`: see [`governing_rule`].
     pub(crate) fn domain_rule<'a>(&self, domain: &'a str) -> Option<(&'a str, &DomainRule, bool)> {
-        if let Some(rule) = self.domains.get(domain) {
-            return Some((domain, rule, false));
-        }
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(rule) = self.domains.get(parent) {
-                return rule.subdomains.then_some((parent, rule, true));
-            }
-            rest = parent;
-        }
-        None
+        governing_rule(&self.domains, domain)
     }
 
     /// True when the tables serve `domain`, itself or through a parent's subdomain opt-in.
@@ -151,4 +140,25 @@ impl Snapshot {
     pub(crate) fn target(&self, entry: Entry) -> Option<&Target> {
         self.targets.get(entry.target as usize)
     }
+}
+
+/// The rule that governs `domain`: its own table, else the nearest parent domain that
+/// opted in to subdomains (a parent without the opt-in ends the search). Returns the
+/// domain whose rule applies and whether it is a parent. Loading (is a recipient's domain
+/// served?) and lookup use this one definition.
+pub(crate) fn governing_rule<'a, 'm>(
+    domains: &'m HashMap<Box<str>, DomainRule>,
+    domain: &'a str,
+) -> Option<(&'a str, &'m DomainRule, bool)> {
+    if let Some(rule) = domains.get(domain) {
+        return Some((domain, rule, false));
+    }
+    let mut rest = domain;
+    while let Some((_, parent)) = rest.split_once('.') {
+        if let Some(rule) = domains.get(parent) {
+            return rule.subdomains.then_some((parent, rule, true));
+        }
+        rest = parent;
+    }
+    None
 }

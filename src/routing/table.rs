@@ -26,7 +26,7 @@ use serde_saphyr::Spanned;
 use super::address::{Address, AddressError, normalize_domain};
 use super::config::RoutingConfig;
 use super::route::{NextHop, Rewrite, Route, RouteError, RouteKind, TlsPolicy, check_maildir};
-use super::snapshot::{DomainRule, Entry, Pos, Snapshot, Target};
+use super::snapshot::{DomainRule, Entry, Pos, Snapshot, Target, governing_rule};
 use super::version::{TableVersion, VersionHasher};
 
 /// One problem in the routing tables, with its place.
@@ -668,7 +668,7 @@ fn parse_yaml(path: &str, text: &str) -> Result<RawFile, TableError> {
 }
 
 /// The parser's message without its own "at line X column Y" (we print file:line:column).
-fn yaml_message(msg: &str) -> String {
+pub(crate) fn yaml_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = match first.rfind(" at line ") {
         Some(i) => &first[..i],
@@ -1050,17 +1050,7 @@ impl Builder<'_> {
     }
 
     fn snapshot_serves(&self, domain: &str) -> bool {
-        if self.domains.contains_key(domain) {
-            return true;
-        }
-        let mut rest = domain;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(rule) = self.domains.get(parent) {
-                return rule.subdomains;
-            }
-            rest = parent;
-        }
-        false
+        governing_rule(&self.domains, domain).is_some()
     }
 
     fn insert_recipient(&mut self, key: &str, target: u32, pos: Pos) {
