@@ -85,23 +85,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let read = tokio::time::timeout_at(deadline, self.stream.read(&mut self.buf[old..])).await;
-        let n = match read {
-            Err(_) => {
-                self.buf.truncate(old);
-                return Err(ReadError::Timeout);
-            }
-            Ok(Err(e)) => {
-                self.buf.truncate(old);
-                return Err(ReadError::Io(e));
-            }
-            Ok(Ok(n)) => n,
-        };
-        self.buf.truncate(old + n);
-        if n == 0 {
-            return Err(ReadError::Closed);
+        // Read into spare capacity: nothing is zero-filled on this hot path.
+        self.buf.reserve(READ_CHUNK);
+        let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await;
+        match read {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Err(e)) => return Err(ReadError::Io(e)),
+            Ok(Ok(0)) => return Err(ReadError::Closed),
+            Ok(Ok(_)) => {}
         }
         Ok(())
     }
