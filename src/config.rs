@@ -42,6 +42,9 @@ pub struct GatewayConfig {
     /// SMTP front end limits, timeouts and TLS.
     #[cfg(feature = "server")]
     pub smtp: crate::smtp::SmtpConfig,
+    /// Delivery: concurrency, timeouts, retries, DNS and outbound TLS.
+    #[cfg(feature = "server")]
+    pub delivery: crate::delivery::DeliveryConfig,
 }
 
 /// A configuration file that cannot be used.
@@ -86,6 +89,9 @@ struct RawConfig {
     #[cfg(feature = "server")]
     #[serde(default)]
     smtp: crate::smtp::SmtpConfig,
+    #[cfg(feature = "server")]
+    #[serde(default)]
+    delivery: crate::delivery::DeliveryConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,6 +129,8 @@ impl Default for GatewayConfig {
             ldap: None,
             #[cfg(feature = "server")]
             smtp: crate::smtp::SmtpConfig::default(),
+            #[cfg(feature = "server")]
+            delivery: crate::delivery::DeliveryConfig::default(),
         }
     }
 }
@@ -224,6 +232,8 @@ impl GatewayConfig {
         {
             config.smtp = raw.smtp;
             config.smtp.resolve_paths(base);
+            config.delivery = raw.delivery;
+            config.delivery.resolve_paths(base);
         }
         #[cfg(feature = "ldap")]
         {

@@ -35,6 +35,8 @@ pub mod config;
 mod duration;
 pub mod routing;
 
+#[cfg(feature = "server")]
+pub mod delivery;
 #[cfg(feature = "ldap")]
 pub mod ldap;
 #[cfg(feature = "server")]
