@@ -19,7 +19,9 @@
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
 mod config;
+mod peer;
 mod transaction;
 
 pub use config::DeliveryConfig;
+pub use peer::{Endpoint, Peer};
 pub use transaction::{RcptResult, ResultKind, Transaction, TxRecipient};
