@@ -189,6 +189,7 @@ fn queue_list_and_show_read_the_spool() {
                     route: "m365".into(),
                     route_kind: "smtp:[mx.example.net]:25".into(),
                     provenance: "routing/example.com.yaml:5:3 recipient alice@example.com".into(),
+                    tls: String::new(),
                     params: vec![],
                 }],
                 table_version: "0123456789abcdef".into(),

@@ -80,6 +80,7 @@ async fn commit_then_reopen_keeps_bytes_identical() {
                 route: "onprem".into(),
                 route_kind: "lmtp:[192.0.2.7]:24".into(),
                 provenance: "example.com.yaml:9 recipients".into(),
+                tls: String::new(),
                 params: vec![("ORCPT".into(), "utf-8;j\\x{F6}rg@example.com".into())],
             },
             SpooledRecipient {

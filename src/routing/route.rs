@@ -403,6 +403,23 @@ impl fmt::Display for NextHop {
     }
 }
 
+impl TlsPolicy {
+    /// The policy's name as tables write it: `opportunistic`, `required` or `verify`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Required => "required",
+            TlsPolicy::Verify => "verify",
+        }
+    }
+}
+
+impl fmt::Display for TlsPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for TlsPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -23,7 +23,7 @@ use super::conn::Conn;
 use super::session::{End, Session};
 use crate::routing::hops::LoopPolicy;
 use crate::routing::router::Router;
-use crate::spool::Spool;
+use crate::spool::{NewMessage, Spool};
 
 /// What every session shares.
 pub struct Shared {
@@ -41,7 +41,13 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Becomes true when the gateway is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Told of every message once it is durable (after the fsync, before the `250`).
+    pub on_queued: Option<QueuedHook>,
 }
+
+/// A function told of every message the front end has made durable; the queue manager
+/// uses it to start delivery from memory.
+pub type QueuedHook = Arc<dyn Fn(Arc<NewMessage>) + Send + Sync>;
 
 /// A running SMTP front end.
 pub struct Server {
@@ -104,6 +110,7 @@ impl Server {
             spool,
             tls,
             shutdown,
+            on_queued: None,
         });
         Ok(Server {
             shared,
@@ -120,8 +127,17 @@ impl Server {
             .collect()
     }
 
+    /// Tells `hook` of every message once it is durable. Call before [`Server::run`].
+    pub fn on_queued(mut self, hook: QueuedHook) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.on_queued = Some(hook);
+        }
+        self
+    }
+
     /// Serve until `stop` resolves; then close the listeners and wait for sessions to end
     /// (at most the grace period).
+
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let Server {
             shared,

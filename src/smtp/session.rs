@@ -20,6 +20,7 @@ use super::received::Stamp;
 use super::server::Shared;
 use crate::routing::address::Address;
 use crate::routing::resolve::{Outcome, Routed, Unrouted};
+use crate::routing::route::{RouteKind, TlsPolicy};
 use crate::routing::snapshot::TableVersion;
 use crate::spool::{NewMessage, QueueId, SpooledRecipient};
 
@@ -479,6 +480,7 @@ impl Session {
                 route: a.routed.route.name().to_string(),
                 route_kind: a.routed.route.kind().to_string(),
                 provenance: a.routed.provenance.to_string(),
+                tls: route_tls(a.routed.route.kind()),
                 params: a.params.clone(),
             })
             .collect();
@@ -497,8 +499,12 @@ impl Session {
             body: message,
             params: tx.mail.params.clone(),
         };
-        match self.shared.spool.commit(new).await {
+        let new = Arc::new(new);
+        match self.shared.spool.commit_shared(Arc::clone(&new)).await {
             Ok(id) => {
+                if let Some(hook) = &self.shared.on_queued {
+                    hook(new);
+                }
                 tracing::info!(client = %self.peer, queue_id = %id, size, recipients = tx.recipients.len(), "message queued");
                 conn.queue(&line(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
@@ -512,6 +518,18 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+}
+
+/// The TLS policy to spool with a recipient: empty for the default.
+fn route_tls(kind: &RouteKind) -> String {
+    match kind {
+        RouteKind::Smtp { tls, .. } | RouteKind::Lmtp { tls, .. }
+            if *tls != TlsPolicy::default() =>
+        {
+            tls.to_string()
+        }
+        _ => String::new(),
     }
 }
 

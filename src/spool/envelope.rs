@@ -85,6 +85,9 @@ pub(crate) fn encode_head(m: &NewMessage) -> Vec<u8> {
         field(&mut out, "Rcpt-Route", &r.route);
         field(&mut out, "Rcpt-Route-Kind", &r.route_kind);
         field(&mut out, "Rcpt-Provenance", &r.provenance);
+        if !r.tls.is_empty() {
+            field(&mut out, "Rcpt-Route-Tls", &r.tls);
+        }
         for (k, v) in &r.params {
             param(&mut out, "Rcpt-Param", k, v);
         }
@@ -156,6 +159,10 @@ pub(crate) fn decode_head(payload: &[u8]) -> Result<(Head, usize), String> {
             "Rcpt-Provenance" => {
                 let i = rcpt(&mut recipients)?;
                 recipients[i].provenance = value()?;
+            }
+            "Rcpt-Route-Tls" => {
+                let i = rcpt(&mut recipients)?;
+                recipients[i].tls = value()?;
             }
             "Rcpt-Param" => {
                 let i = rcpt(&mut recipients)?;
@@ -385,6 +392,7 @@ mod tests {
                     route: "m365".into(),
                     route_kind: "smtp:[m365.example]:25".into(),
                     provenance: "example.com.yaml:12".into(),
+                    tls: "verify".into(),
                     params: vec![
                         ("NOTIFY".into(), "SUCCESS,FAILURE".into()),
                         ("ORCPT".into(), "rfc822;bob=x@y".into()),

@@ -44,6 +44,9 @@ pub struct SpooledRecipient {
     pub route_kind: String,
     /// Why this route was chosen (table and entry).
     pub provenance: String,
+    /// The route's outbound TLS policy (`opportunistic`, `required`, `verify`); empty for
+    /// the default (opportunistic) and for routes that do not connect anywhere.
+    pub tls: String,
     /// RCPT TO parameters kept (`NOTIFY`, `ORCPT`).
     pub params: Vec<(String, String)>,
 }

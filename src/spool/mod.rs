@@ -164,6 +164,13 @@ impl Spool {
     /// Durably stores one message under `message.id`; returns after the fsync that covers
     /// it. Fails for an id already in the spool and for a message without recipients.
     pub async fn commit(&self, message: NewMessage) -> Result<QueueId, SpoolError> {
+        self.commit_shared(Arc::new(message)).await
+    }
+
+    /// [`Spool::commit`] for a message the caller keeps: the writer reads the bytes from
+    /// the shared copy, so the queue manager can deliver from memory without a copy or a
+    /// read back from disk.
+    pub async fn commit_shared(&self, message: Arc<NewMessage>) -> Result<QueueId, SpoolError> {
         let (reply, answer) = oneshot::channel();
         self.request(Request::Commit { message, reply }).await?;
         answer.await.map_err(|_| SpoolError::Closed)?

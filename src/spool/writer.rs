@@ -43,7 +43,7 @@ const LOCK_FILE: &str = "lock";
 pub(crate) enum Request {
     /// Store a message.
     Commit {
-        message: NewMessage,
+        message: Arc<NewMessage>,
         reply: oneshot::Sender<Result<QueueId, SpoolError>>,
     },
     /// Change a message's state.
@@ -268,7 +268,11 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, message: NewMessage, reply: oneshot::Sender<Result<QueueId, SpoolError>>) {
+    fn commit(
+        &mut self,
+        message: Arc<NewMessage>,
+        reply: oneshot::Sender<Result<QueueId, SpoolError>>,
+    ) {
         let id = message.id;
         if message.recipients.is_empty() {
             let reason = "no recipients".to_owned();

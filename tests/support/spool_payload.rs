@@ -37,6 +37,7 @@ pub fn message_for(id: QueueId, size: usize) -> NewMessage {
             route: "m365".into(),
             route_kind: "smtp:[example-com.mail.protection.outlook.com]:25".into(),
             provenance: "example.com.yaml:3 default".into(),
+            tls: String::new(),
             params: vec![("NOTIFY".into(), "FAILURE".into())],
         })
         .collect();
