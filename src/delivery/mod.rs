@@ -19,9 +19,15 @@
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
 mod config;
+pub mod control;
+mod deliverer;
+mod hop;
 mod peer;
+pub mod queue;
 mod transaction;
 
 pub use config::DeliveryConfig;
+pub use deliverer::{Deliverer, DelivererError};
+pub use hop::{HopError, HopKey};
 pub use peer::{Endpoint, Peer};
 pub use transaction::{RcptResult, ResultKind, Transaction, TxRecipient};

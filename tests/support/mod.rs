@@ -58,6 +58,10 @@ pub struct Options {
     pub tls: bool,
     /// Extra environment for the process.
     pub env: Vec<(String, String)>,
+    /// Lines under `delivery:`. The front-end tests keep delivery off (`enabled: false`)
+    /// so what they accepted stays in the spool to be inspected; delivery tests replace
+    /// it with [`Options::delivery`].
+    pub delivery: Vec<String>,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             ],
             tls: false,
             env: Vec::new(),
+            delivery: vec!["enabled: false".to_string()],
         }
     }
 }
@@ -85,6 +90,12 @@ impl Options {
     /// Offer STARTTLS with a fresh self-signed certificate.
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Turn delivery on, with these lines under `delivery:` (e.g. `retry_min: 1s`).
+    pub fn delivery(mut self, lines: &[&str]) -> Self {
+        self.delivery = lines.iter().map(ToString::to_string).collect();
         self
     }
 
@@ -189,6 +200,12 @@ impl Gateway {
         if !smtp.is_empty() {
             text.push_str("smtp:\n");
             for line in &smtp {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        if !self.options.delivery.is_empty() {
+            text.push_str("delivery:\n");
+            for line in &self.options.delivery {
                 text.push_str(&format!("  {line}\n"));
             }
         }
