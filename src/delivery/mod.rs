@@ -19,6 +19,7 @@
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
 mod config;
+pub mod mx;
 mod peer;
 mod transaction;
 
