@@ -455,6 +455,18 @@ mod tests {
     }
 
     #[test]
+    fn resolver_is_made_outside_a_runtime_with_a_clamped_budget() {
+        let config = DeliveryConfig {
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            connect_timeout: Duration::from_secs(300),
+            ..DeliveryConfig::default()
+        };
+        let r = Resolver::new(&config).unwrap();
+        assert_eq!(r.inner.budget, MAX_BUDGET);
+        assert_eq!(r.inner.dns.options().timeout, MAX_BUDGET / 2);
+    }
+
+    #[test]
     fn host_text_is_lower_case_without_trailing_dot() {
         let name = Name::from_ascii("MX1.Example.COM.").unwrap();
         assert_eq!(host_text(&name), "mx1.example.com");
