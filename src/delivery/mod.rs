@@ -22,6 +22,7 @@ mod config;
 pub mod control;
 mod deliverer;
 mod hop;
+pub mod mx;
 mod peer;
 pub mod queue;
 mod transaction;
