@@ -116,10 +116,12 @@ impl Agent for Deliverer {
         let mut last_error = None;
         let mut looped = None;
         for peer in &peers {
+            // RFC 5321 5.1: hosts at our own preference or worse are not tried; the
+            // list is in preference order, so stop at the first that is us.
             if self.guard.is_self(peer) {
                 tracing::error!(next_hop = %hop, peer = %peer, "next hop is this gateway itself; not connecting (mail loop)");
                 looped = Some(peer.clone());
-                continue;
+                break;
             }
             match Connection::open(peer, protocol, tls, &self.settings).await {
                 Ok(mut conn) => {
