@@ -156,7 +156,10 @@ pub(super) fn change(
         None => None,
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => {
-            eprintln!("splitmx queue {verb}: '{}' is not a queue id", id.unwrap_or(""));
+            eprintln!(
+                "splitmx queue {verb}: '{}' is not a queue id",
+                id.unwrap_or("")
+            );
             return ExitCode::from(2);
         }
     };
@@ -190,7 +193,10 @@ pub(super) fn change(
         Err(e) => (false, e.to_string()),
     };
     if json {
-        println!("{}", json!({ "request": request.to_line(), "ok": ok, "result": text }));
+        println!(
+            "{}",
+            json!({ "request": request.to_line(), "ok": ok, "result": text })
+        );
     } else if ok {
         let what = match request {
             Request::Retry(None) => format!("{text} message(s) scheduled for delivery now"),
@@ -203,7 +209,11 @@ pub(super) fn change(
     } else {
         eprintln!("splitmx queue {verb}: {text}");
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Applies a request to the spool of a stopped gateway.
@@ -223,23 +233,36 @@ async fn offline(dir: &std::path::Path, request: Request) -> Result<String, Spoo
         Request::Retry(None) => Ok(format!("{}", spool.list().len())),
         Request::Retry(Some(id)) => live(id).map(|_| "1".to_string()),
         Request::Hold(id) => match live(id) {
-            Ok(_) => spool.mark(&id, MessageState::Held).await.map(|()| "1".into()),
+            Ok(_) => spool
+                .mark(&id, MessageState::Held)
+                .await
+                .map(|()| "1".into()),
             Err(e) => Err(e),
         },
         Request::Release(id) => match live(id) {
-            Ok(i) if i.state == MessageState::Held => {
-                spool.mark(&id, MessageState::Queued).await.map(|()| "1".into())
-            }
+            Ok(i) if i.state == MessageState::Held => spool
+                .mark(&id, MessageState::Queued)
+                .await
+                .map(|()| "1".into()),
             Ok(_) => Ok(format!("error message {id} is not held")),
             Err(e) => Err(e),
         },
         Request::Delete(id) => match live(id) {
-            Ok(_) => spool.mark(&id, MessageState::Deleted).await.map(|()| "1".into()),
+            Ok(_) => spool
+                .mark(&id, MessageState::Deleted)
+                .await
+                .map(|()| "1".into()),
             Err(e) => Err(e),
         },
     };
     let _ = spool.close().await;
-    result.map(|n| if n.starts_with("error ") { n } else { format!("ok {n}") })
+    result.map(|n| {
+        if n.starts_with("error ") {
+            n
+        } else {
+            format!("ok {n}")
+        }
+    })
 }
 
 /// The distinct next hops of a message's open recipients.

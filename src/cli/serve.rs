@@ -79,9 +79,14 @@ async fn serve(config: GatewayConfig) -> ExitCode {
             return fail("cannot open the queue control socket", &e);
         }
         let submit = queue.clone();
-        (server.on_queued(Arc::new(move |m| submit.submit(m))), Some(queue))
+        (
+            server.on_queued(Arc::new(move |m| submit.submit(m))),
+            Some(queue),
+        )
     } else {
-        tracing::warn!("delivery is off (delivery.enabled: false): mail is accepted and queued only");
+        tracing::warn!(
+            "delivery is off (delivery.enabled: false): mail is accepted and queued only"
+        );
         (server, None)
     };
     let pid_file = super::pid_file(&config);

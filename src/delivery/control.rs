@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::queue::{Agent, ControlError, Queue};
@@ -163,7 +163,15 @@ mod tests {
         ] {
             assert_eq!(Request::parse(&r.to_line()), Ok(r));
         }
-        for bad in ["", "hold", "hold x", "retry", "flush all", "hold a b", "delete \0"] {
+        for bad in [
+            "",
+            "hold",
+            "hold x",
+            "retry",
+            "flush all",
+            "hold a b",
+            "delete \0",
+        ] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -72,7 +72,9 @@ impl HopKey {
         let (transport, rest) = r.route_kind.split_once(':').unwrap_or((&r.route_kind, ""));
         // `NextHop`'s display of "the recipient's domain" is for people; map it back.
         if let Some(port) = rest.strip_prefix("(recipient domain):") {
-            let port: u16 = port.parse().map_err(|_| err(format!("bad port {port:?}")))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| err(format!("bad port {port:?}")))?;
             let domain = r
                 .deliver_to
                 .rsplit_once('@')
@@ -156,11 +158,27 @@ mod tests {
     fn spooled_route_kinds_map_back_to_hops() {
         let cases = [
             ("smtp:[192.0.2.1]:2525", "", "smtp:[192.0.2.1]:2525"),
-            ("smtp:mx.example.org", "verify", "smtp:mx.example.org tls=verify"),
+            (
+                "smtp:mx.example.org",
+                "verify",
+                "smtp:mx.example.org tls=verify",
+            ),
             ("smtp:(recipient domain):25", "", "smtp:example.net"),
-            ("lmtp:unix:/run/dovecot/lmtp", "", "lmtp:unix:/run/dovecot/lmtp"),
-            ("lmtp:[127.0.0.1]:24", "required", "lmtp:[127.0.0.1]:24 tls=required"),
-            ("maildir:mail/{domain}/{user}", "", "maildir:mail/{domain}/{user}"),
+            (
+                "lmtp:unix:/run/dovecot/lmtp",
+                "",
+                "lmtp:unix:/run/dovecot/lmtp",
+            ),
+            (
+                "lmtp:[127.0.0.1]:24",
+                "required",
+                "lmtp:[127.0.0.1]:24 tls=required",
+            ),
+            (
+                "maildir:mail/{domain}/{user}",
+                "",
+                "maildir:mail/{domain}/{user}",
+            ),
         ];
         for (kind, tls, want) in cases {
             let hop = HopKey::of(&rcpt(kind, tls)).unwrap();
@@ -170,7 +188,12 @@ mod tests {
 
     #[test]
     fn undeliverable_kinds_are_errors() {
-        for kind in ["reject:550 5.1.1 gone", "defer:450 4.2.1 later", "nonsense", ""] {
+        for kind in [
+            "reject:550 5.1.1 gone",
+            "defer:450 4.2.1 later",
+            "nonsense",
+            "",
+        ] {
             assert!(HopKey::of(&rcpt(kind, "")).is_err(), "{kind}");
         }
         assert!(HopKey::of(&rcpt("smtp:[h]:25", "bogus")).is_err());

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 pub use agent::Agent;
 pub use notice::NoticeError;
 
-use self::state::{Hop, Job, Msg, State};
+use self::state::{Job, Msg, State};
 use crate::delivery::retry::backoff;
 use crate::delivery::{DeliveryConfig, HopKey, RcptResult, ResultKind, Transaction, TxRecipient};
 use crate::routing::router::Router;
@@ -35,7 +35,7 @@ use crate::spool::{
 const MEMORY_BUDGET: usize = 256 << 20;
 
 /// What the queue needs from the rest of the gateway.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueueContext {
     /// The spool holding the messages.
     pub spool: Spool,
@@ -362,7 +362,7 @@ impl<A: Agent> Queue<A> {
     /// Puts a job on its next hop's queue, waking or starting a worker.
     fn enqueue(&self, st: &mut State, hop: HopKey, job: Job) {
         let max = self.inner.ctx.config.max_per_next_hop.max(1);
-        let h = st.hops.entry(hop.clone()).or_insert_with(Hop::default);
+        let h = st.hops.entry(hop.clone()).or_default();
         h.jobs.push_back(job);
         if h.idle > 0 {
             h.notify.notify_one();
@@ -428,7 +428,13 @@ impl<A: Agent> Queue<A> {
                     let results = job
                         .indices
                         .iter()
-                        .map(|_| RcptResult::local(ResultKind::Deferred, "4.3.0", format!("cannot read message from spool: {e}")))
+                        .map(|_| {
+                            RcptResult::local(
+                                ResultKind::Deferred,
+                                "4.3.0",
+                                format!("cannot read message from spool: {e}"),
+                            )
+                        })
                         .collect();
                     let env = Arc::new(NewMessage {
                         id: job.id,
@@ -461,11 +467,18 @@ impl<A: Agent> Queue<A> {
                     recipients: &recipients,
                     body: &envelope.body,
                 };
-                self.inner.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .transactions
+                    .fetch_add(1, Ordering::Relaxed);
                 let mut results = self.inner.agent.deliver(&hop, &mut session, &tx).await;
                 // An agent must answer for every recipient; anything missing is retried.
                 results.resize_with(recipients.len(), || {
-                    RcptResult::local(ResultKind::Deferred, "4.3.0", "no result from the delivery agent")
+                    RcptResult::local(
+                        ResultKind::Deferred,
+                        "4.3.0",
+                        "no result from the delivery agent",
+                    )
                 });
                 results
             };
@@ -682,7 +695,9 @@ impl<A: Agent> Queue<A> {
                         RcptResult::local(ResultKind::Bounced, "4.4.7", String::new())
                     });
                     r.kind = ResultKind::Bounced;
-                    r.detail = format!("delivery time expired ({lifetime} in the queue); last error: {why}");
+                    r.detail = format!(
+                        "delivery time expired ({lifetime} in the queue); last error: {why}"
+                    );
                     (i, r)
                 })
                 .unzip()

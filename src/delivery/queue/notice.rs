@@ -48,7 +48,15 @@ pub(super) async fn delay<A: Agent>(
     until: SystemTime,
     queue: &Queue<A>,
 ) -> Result<(), NoticeError> {
-    send(ctx, original, deferred, NoticeKind::Delay, Some(until), queue).await
+    send(
+        ctx,
+        original,
+        deferred,
+        NoticeKind::Delay,
+        Some(until),
+        queue,
+    )
+    .await
 }
 
 async fn send<A: Agent>(
@@ -66,7 +74,12 @@ async fn send<A: Agent>(
     let now = SystemTime::now();
     let recipients: Vec<ReportedRecipient<'_>> = results
         .iter()
-        .filter(|(i, _)| bounce::wants_notice(original, *i, kind))
+        .filter(|(i, _)| {
+            original
+                .recipients
+                .get(*i)
+                .is_some_and(|r| bounce::wants_notice(r, kind))
+        })
         .map(|(i, r)| ReportedRecipient {
             index: *i,
             result: r,
@@ -80,14 +93,16 @@ async fn send<A: Agent>(
         tracing::warn!(queue_id = %original.id, sender = %original.sender, notice = ?kind, "notice dropped: the sender cannot receive mail");
         return Ok(());
     };
-    let body = bounce::build(&BounceInput {
+    let Some(dsn) = bounce::build(&BounceInput {
         reporting_mta: &ctx.hostname,
         original,
         recipients,
         kind,
         now,
         retry_until,
-    });
+    }) else {
+        return Ok(());
+    };
     let notice = Arc::new(NewMessage {
         id: QueueId::new(),
         received_at: now,
@@ -95,8 +110,8 @@ async fn send<A: Agent>(
         sender: String::new(),
         recipients: vec![to],
         table_version: ctx.router.snapshot().version().to_string(),
-        body,
-        params: Vec::new(),
+        params: dsn.mail_params(),
+        body: dsn.message,
     });
     ctx.spool
         .commit_shared(Arc::clone(&notice))
