@@ -18,6 +18,7 @@
 //! Everything here works on one [`Transaction`]: a message's bytes and the recipients that
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
+pub mod bounce;
 pub mod maildir;
 pub mod retry;
 
