@@ -197,3 +197,172 @@ fn file_where_new_should_be_defers_and_leaves_tmp_clean() {
     assert_eq!(e.rcpt_result().kind, ResultKind::Deferred, "{e}");
     assert!(files(&mailbox.join("tmp")).is_empty());
 }
+
+/// A Dovecot instance started by the test on a mail tree (auth and config services only,
+/// no listeners), so `doveadm` can read the Maildir as a user. Killed on drop.
+struct Dovecot {
+    child: std::process::Child,
+    config: PathBuf,
+}
+
+/// The user Dovecot reads the Maildir as (it refuses uid 0).
+const MAIL_UID: u32 = 65534;
+
+impl Dovecot {
+    fn start(dir: &Path, maildir: &Path) -> Dovecot {
+        let config = dir.join("dovecot.conf");
+        let home = dir.join("home");
+        fs::create_dir_all(&home).unwrap();
+        fs::write(
+            &config,
+            format!(
+                "protocols =\n\
+                 ssl = no\n\
+                 base_dir = {base}\n\
+                 state_dir = {state}\n\
+                 log_path = /dev/stderr\n\
+                 default_internal_user = root\n\
+                 default_login_user = root\n\
+                 default_internal_group = root\n\
+                 mail_location = maildir:{maildir}\n\
+                 userdb {{\n  driver = static\n  args = uid={MAIL_UID} gid={MAIL_UID} home={home}\n}}\n\
+                 passdb {{\n  driver = static\n  args = nopassword=y\n}}\n",
+                base = dir.join("run").display(),
+                state = dir.join("state").display(),
+                maildir = maildir.display(),
+                home = home.display(),
+            ),
+        )
+        .unwrap();
+        chown_tree(dir);
+        let child = std::process::Command::new("/usr/sbin/dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start dovecot (/usr/sbin/dovecot)");
+        let socket = dir.join("run").join("auth-userdb");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dovecot did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Dovecot { child, config }
+    }
+
+    /// `doveadm fetch FIELDS mailbox INBOX all`: stdout; panics on any error.
+    fn fetch(&self, fields: &str) -> String {
+        let out = std::process::Command::new("/usr/bin/doveadm")
+            .arg("-c")
+            .arg(&self.config)
+            .args(["fetch", "-u", "tester", fields, "mailbox", "INBOX", "all"])
+            .output()
+            .expect("run doveadm");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("Error"),
+            "doveadm fetch failed: {}\n{stderr}",
+            out.status
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chown_tree(dir: &Path) {
+    std::os::unix::fs::chown(dir, Some(MAIL_UID), Some(MAIL_UID)).unwrap();
+    for p in tree(dir) {
+        std::os::unix::fs::lchown(&p, Some(MAIL_UID), Some(MAIL_UID)).unwrap();
+    }
+}
+
+/// Dovecot reads what we write: CRLF kept, `S=` the true size, and a bounce built by
+/// `delivery::bounce` parses as a three-part multipart/report.
+#[test]
+fn dovecot_reads_the_maildir_including_a_bounce() {
+    use splitmx::delivery::RcptResult;
+    use splitmx::delivery::bounce::{self, BounceInput, NoticeKind, ReportedRecipient};
+    use splitmx::spool::{NewMessage, SpooledRecipient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let md = Maildir::new(&dir.path().join("mail"), "mx.test.example", "+");
+    let mailbox = md
+        .mailbox(TEMPLATE, &Address::parse("tester@example.com").unwrap())
+        .unwrap();
+    let plain = b"From: a@example.org\r\nSubject: plain\r\n\r\nline one\r\nline two\r\n";
+    let first = md.deliver(&mailbox, plain).unwrap();
+
+    let original = NewMessage {
+        id: "0K8ZQ3XG4A7MB2NR".parse().unwrap(),
+        received_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600),
+        client: "[192.0.2.9]:52100 (client.example)".to_string(),
+        sender: "tester@example.com".to_string(),
+        recipients: vec![SpooledRecipient {
+            original: "bob@example.net".to_string(),
+            deliver_to: "bob@example.net".to_string(),
+            ..SpooledRecipient::default()
+        }],
+        table_version: "0".to_string(),
+        body: b"Subject: original\r\nMessage-ID: <o@example.com>\r\n\r\nbody\r\n".to_vec(),
+        params: vec![("RET".to_string(), "FULL".to_string())],
+    };
+    let result = RcptResult::reply(
+        ResultKind::Bounced,
+        "5.1.1",
+        "550 5.1.1 user unknown",
+        "mx.example.net[192.0.2.1]:25",
+    );
+    let dsn = bounce::build(&BounceInput {
+        reporting_mta: "mx.test.example",
+        original: &original,
+        recipients: vec![ReportedRecipient {
+            index: 0,
+            result: &result,
+            last_attempt: None,
+        }],
+        kind: NoticeKind::Failure,
+        now: original.received_at,
+        retry_until: None,
+    })
+    .unwrap();
+    let second = md.deliver(&mailbox, &dsn.message).unwrap();
+
+    let dovecot = Dovecot::start(dir.path(), &mailbox);
+    let sizes = dovecot.fetch("size.physical size.virtual");
+    let expected = [first, second]
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .map(|n| format!("size.physical: {n}\nsize.virtual: {n}\n"))
+        .collect::<Vec<_>>()
+        .join("\u{c}\n");
+    assert_eq!(sizes.trim(), expected.trim(), "{sizes}");
+
+    let body = dovecot.fetch("body");
+    assert!(body.contains("line one\r\nline two"), "{body:?}");
+
+    let structure = dovecot.fetch("imap.bodystructure").to_ascii_lowercase();
+    assert!(
+        structure.contains("\"report\" (\"report-type\" \"delivery-status\" \"boundary\""),
+        "{structure}"
+    );
+    for part in [
+        "(\"text\" \"plain\"",
+        "(\"message\" \"delivery-status\"",
+        "(\"message\" \"rfc822\"",
+        "\"original\"",
+    ] {
+        assert!(structure.contains(part), "{part} missing in {structure}");
+    }
+}

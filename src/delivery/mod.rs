@@ -19,7 +19,6 @@
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
 pub mod bounce;
-pub mod client;
 pub mod maildir;
 pub mod retry;
 
