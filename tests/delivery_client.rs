@@ -1007,6 +1007,46 @@ async fn tls_required_but_not_offered_or_refused() {
 }
 
 #[tokio::test]
+async fn a_failed_handshake_or_injected_plaintext_ends_the_session() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_pki, acceptor) = tls_setup(dir.path());
+    let broken = Scripted::start(Script {
+        starttls: Some(acceptor.clone()),
+        break_tls: true,
+        ..Script::default()
+    })
+    .await;
+    // Opportunistic too: the session cannot go back to plain text after STARTTLS.
+    for policy in [TlsPolicy::Opportunistic, TlsPolicy::Required] {
+        let e = Connection::open(&peer(broken.addr), Protocol::Smtp, policy, &settings())
+            .await
+            .expect_err("no TLS handshake");
+        assert_eq!((e.temporary, e.status.as_str()), (true, "4.7.5"), "{e:?}");
+        assert!(e.detail.starts_with("TLS handshake with"), "{e:?}");
+    }
+    let injecting = Scripted::start(Script {
+        starttls: Some(acceptor),
+        starttls_reply: "220 2.0.0 Ready\r\n250-injected before the handshake".to_string(),
+        ..Script::default()
+    })
+    .await;
+    let e = Connection::open(
+        &peer(injecting.addr),
+        Protocol::Smtp,
+        TlsPolicy::Opportunistic,
+        &settings(),
+    )
+    .await
+    .expect_err("plaintext after the STARTTLS reply");
+    assert_eq!(e.status, "4.7.5");
+    assert!(
+        e.detail
+            .contains("unexpected data after its STARTTLS reply"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
 async fn verify_checks_the_certificate_against_the_host_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (pki, acceptor) = tls_setup(dir.path());
