@@ -6,7 +6,6 @@
 //! test: nothing here skips.
 #![allow(dead_code)]
 
-pub mod dns;
 pub mod dovecot;
 pub mod pki;
 pub mod scripted;

@@ -40,6 +40,8 @@ pub struct Script {
     pub starttls: Option<TlsAcceptor>,
     /// Reply to STARTTLS.
     pub starttls_reply: String,
+    /// After a positive STARTTLS reply, send plain text instead of a TLS handshake.
+    pub break_tls: bool,
     /// Close the connection without replying after this command (`DATA`, `RCPT`, or
     /// `.` for the end of the message).
     pub close_after: Option<String>,
@@ -71,6 +73,7 @@ impl Default for Script {
             lmtp_replies: HashMap::new(),
             starttls: None,
             starttls_reply: "220 2.0.0 Ready to start TLS".to_string(),
+            break_tls: false,
             close_after: None,
             stall_after: None,
             accept_data_without_recipients: false,
@@ -273,6 +276,13 @@ async fn session(
             "STARTTLS" => match &script.starttls {
                 Some(acceptor) if !tls => {
                     send(&mut conn, &script.starttls_reply).await?;
+                    if script.starttls_reply.starts_with('2') && script.break_tls {
+                        // Answer the ClientHello with plain text.
+                        let mut hello = [0u8; 512];
+                        let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut hello).await?;
+                        send(&mut conn, "this is not a TLS handshake").await?;
+                        return Ok(());
+                    }
                     if script.starttls_reply.starts_with('2') {
                         let inner = conn.into_inner();
                         let stream = acceptor.accept(inner).await?;

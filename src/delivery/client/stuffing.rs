@@ -2,9 +2,14 @@
 //!
 //! The spool keeps a message exactly as received: CRLF line ends, possibly bare LF
 //! lines, not dot-stuffed. Sending it means adding a '.' before every '.' that starts a
-//! line (at offset 0 or after a '\n', so a bare-LF line that starts with a dot is
-//! stuffed too, and no lenient receiver can mistake it for the end of data), then the
-//! end-of-data marker. [`DotStuffer`] gives the output as a sequence of slices of the
+//! line, then the end-of-data marker.
+//!
+//! A line starts at offset 0 and after every '\n', bare or not: that is how the SMTP
+//! front end (like Postfix and Dovecot) reads lines, so those peers store exactly the
+//! spooled bytes, and no `<LF>.<CR><LF>` in a message can end the data early at such a
+//! lenient peer (SMTP smuggling). A peer that ends lines only at CRLF (smtp-sink) keeps
+//! the extra dot on a dot-started line after a bare LF; bare LF is not valid SMTP, and
+//! that is the cheaper mistake. [`DotStuffer`] gives the output as a sequence of slices of the
 //! input plus the extra dots, so the writer copies each byte once, into its socket buffer.
 
 use memchr::memmem;
