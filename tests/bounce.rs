@@ -35,6 +35,7 @@ fn rcpt(original: &str, deliver_to: &str, params: &[(&str, &str)]) -> SpooledRec
         route: "m365".to_string(),
         route_kind: "smtp:[192.0.2.1]:25".to_string(),
         provenance: "example.com.yaml:3".to_string(),
+        tls: String::new(),
         params: params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -32,7 +32,7 @@ pub(super) fn list(config: &GatewayConfig, json: bool) -> ExitCode {
         "id", "age", "size", "state", "sender", "recipients", "next hop"
     );
     for m in &messages {
-        println!(
+        let line = format!(
             "{:<16} {:>6} {:>9} {:<7} {:<28} {:<28} {:<28} {}",
             m.id,
             age(m),
@@ -43,6 +43,7 @@ pub(super) fn list(config: &GatewayConfig, json: bool) -> ExitCode {
             next_hops(m),
             last_error(m),
         );
+        println!("{}", line.trim_end());
     }
     println!(
         "{} message{} in {}",

@@ -19,16 +19,16 @@
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
 pub mod bounce;
-pub mod maildir;
-pub mod retry;
-
+pub mod client;
 mod config;
 pub mod control;
 mod deliverer;
 mod hop;
+pub mod maildir;
 pub mod mx;
 mod peer;
 pub mod queue;
+pub mod retry;
 mod transaction;
 
 pub use config::DeliveryConfig;

@@ -6,6 +6,7 @@
 //! test: nothing here skips.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod dovecot;
 pub mod pki;
 pub mod scripted;

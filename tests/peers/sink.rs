@@ -47,7 +47,25 @@ impl Sink {
         Sink::start(args, false)
     }
 
+    /// smtp-sink dumping every transaction, on a port chosen beforehand (a next hop that
+    /// comes up after the gateway tried it).
+    pub fn dumping_on(port: u16, args: &[&str]) -> Sink {
+        Sink::start_on(Some(port), args, true)
+    }
+
+    /// Transactions dumped so far (complete or not).
+    pub fn count(&self) -> usize {
+        self.dumps
+            .as_ref()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .map_or(0, |rd| rd.count())
+    }
+
     fn start(args: &[&str], dump: bool) -> Sink {
+        Sink::start_on(None, args, dump)
+    }
+
+    fn start_on(port: Option<u16>, args: &[&str], dump: bool) -> Sink {
         assert!(
             Path::new(SMTP_SINK).exists(),
             "{SMTP_SINK} is needed (Debian: apt-get install postfix)"
@@ -56,7 +74,7 @@ impl Sink {
         let dumps = dump.then(|| dir.path().join("dumps"));
         let mut last = String::new();
         for _ in 0..5 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or_else(free_port)));
             let mut cmd = Command::new(SMTP_SINK);
             if current_user().0 == 0 {
                 cmd.args(["-u", "root"]);
