@@ -31,6 +31,22 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("'{s}' is too long"))
 }
 
+/// The largest whole unit that divides `d`: `5d`, `4h`, `90s`, `500ms`.
+pub(crate) fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 struct DurationVisitor;
 
 impl Visitor<'_> for DurationVisitor {

@@ -210,7 +210,8 @@ fn queue_list_and_show_read_the_spool() {
     assert!(
         line.contains("queued")
             && line.contains("sender@example.org")
-            && line.ends_with("Alice@Example.com"),
+            && line.contains("Alice@Example.com")
+            && line.ends_with("smtp:[mx.example.net]:25"),
         "{line}"
     );
     assert!(

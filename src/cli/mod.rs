@@ -81,6 +81,30 @@ enum QueueAction {
         #[arg(long)]
         body: bool,
     },
+    /// Try a deferred message now (`--all`: every message), instead of at its retry time.
+    Retry {
+        /// The queue id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every message in the queue (a flush).
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Keep a message from being delivered until it is released.
+    Hold {
+        /// The queue id.
+        id: String,
+    },
+    /// Let a held message be delivered again, at once.
+    Release {
+        /// The queue id.
+        id: String,
+    },
+    /// Remove a message without delivering it or telling the sender.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +147,10 @@ pub fn main() -> ExitCode {
         } => config.load(None).map(|c| match action {
             QueueAction::List => queue::list(&c, json),
             QueueAction::Show { id, body } => queue::show(&c, &id, json, body),
+            QueueAction::Retry { id, all } => queue::change(&c, "retry", id.as_deref(), all, json),
+            QueueAction::Hold { id } => queue::change(&c, "hold", Some(&id), false, json),
+            QueueAction::Release { id } => queue::change(&c, "release", Some(&id), false, json),
+            QueueAction::Delete { id } => queue::change(&c, "delete", Some(&id), false, json),
         }),
         Command::Check {
             config,

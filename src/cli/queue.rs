@@ -1,6 +1,9 @@
 //! `splitmx queue list|show`: the spool as an administrator inspects it, read-only, also
 //! while the gateway runs. The spool keeps messages in segment files rather than one file
 //! each; these commands make it as inspectable as a directory of files.
+//!
+//! `splitmx queue retry|hold|release|delete` change the queue: through the control socket
+//! of the running gateway, or, when no gateway runs, by writing the spool directly.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -8,7 +11,8 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::config::GatewayConfig;
-use crate::spool::{self, MessageInfo, QueueId};
+use crate::delivery::control::{self, Request};
+use crate::spool::{self, MessageInfo, MessageState, QueueId, RecipientState, Spool, SpoolError};
 
 /// `queue list`: one line per live message, oldest first.
 pub(super) fn list(config: &GatewayConfig, json: bool) -> ExitCode {
@@ -24,19 +28,22 @@ pub(super) fn list(config: &GatewayConfig, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<18} {:>8} {:>9} {:<8} {:<32} recipients",
-        "id", "age", "size", "state", "sender"
+        "{:<16} {:>6} {:>9} {:<7} {:<28} {:<28} {:<28} last error",
+        "id", "age", "size", "state", "sender", "recipients", "next hop"
     );
     for m in &messages {
-        println!(
-            "{:<18} {:>8} {:>9} {:<8} {:<32} {}",
+        let line = format!(
+            "{:<16} {:>6} {:>9} {:<7} {:<28} {:<28} {:<28} {}",
             m.id,
             age(m),
             m.size,
-            format!("{:?}", m.state).to_lowercase(),
+            m.state.as_str(),
             if m.sender.is_empty() { "<>" } else { &m.sender },
-            recipients(m)
+            recipients(m),
+            next_hops(m),
+            last_error(m),
         );
+        println!("{}", line.trim_end());
     }
     println!(
         "{} message{} in {}",
@@ -136,6 +143,155 @@ fn age(m: &MessageInfo) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
+}
+
+/// `queue retry|hold|release|delete`.
+pub(super) fn change(
+    config: &GatewayConfig,
+    verb: &str,
+    id: Option<&str>,
+    all: bool,
+    json: bool,
+) -> ExitCode {
+    let id = match id.map(str::parse::<QueueId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            eprintln!(
+                "splitmx queue {verb}: '{}' is not a queue id",
+                id.unwrap_or("")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let request = match (verb, id) {
+        ("retry", _) if all => Request::Retry(None),
+        ("retry", Some(id)) => Request::Retry(Some(id)),
+        ("hold", Some(id)) => Request::Hold(id),
+        ("release", Some(id)) => Request::Release(id),
+        ("delete", Some(id)) => Request::Delete(id),
+        _ => {
+            eprintln!("splitmx queue {verb}: a queue id is needed");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = super::runtime() else {
+        return ExitCode::from(2);
+    };
+    let answer = runtime.block_on(async {
+        match control::send(&config.spool, request).await {
+            Ok(answer) => Ok(answer),
+            // No gateway listening: change the spool itself (this takes its lock, so it
+            // fails cleanly if a gateway is starting right now).
+            Err(_) => offline(&config.spool, request).await,
+        }
+    });
+    let (ok, text) = match answer {
+        Ok(a) => match a.strip_prefix("ok ") {
+            Some(n) => (true, n.to_string()),
+            None => (false, a.strip_prefix("error ").unwrap_or(&a).to_string()),
+        },
+        Err(e) => (false, e.to_string()),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({ "request": request.to_line(), "ok": ok, "result": text })
+        );
+    } else if ok {
+        let what = match request {
+            Request::Retry(None) => format!("{text} message(s) scheduled for delivery now"),
+            Request::Retry(Some(id)) => format!("{id} scheduled for delivery now"),
+            Request::Hold(id) => format!("{id} held"),
+            Request::Release(id) => format!("{id} released"),
+            Request::Delete(id) => format!("{id} deleted"),
+        };
+        println!("{what}");
+    } else {
+        eprintln!("splitmx queue {verb}: {text}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Applies a request to the spool of a stopped gateway.
+async fn offline(dir: &std::path::Path, request: Request) -> Result<String, SpoolError> {
+    let spool = Spool::open(dir, spool::SpoolOptions::default()).await?;
+    let live = |id: QueueId| -> Result<MessageInfo, SpoolError> {
+        spool
+            .info(&id)
+            .filter(|i| !i.state.is_final())
+            .ok_or(SpoolError::NotFound {
+                id,
+                dir: dir.to_path_buf(),
+            })
+    };
+    let result = match request {
+        // Without a gateway nothing is delivered; the next start tries every message.
+        Request::Retry(None) => Ok(format!("{}", spool.list().len())),
+        Request::Retry(Some(id)) => live(id).map(|_| "1".to_string()),
+        Request::Hold(id) => match live(id) {
+            Ok(_) => spool
+                .mark(&id, MessageState::Held)
+                .await
+                .map(|()| "1".into()),
+            Err(e) => Err(e),
+        },
+        Request::Release(id) => match live(id) {
+            Ok(i) if i.state == MessageState::Held => spool
+                .mark(&id, MessageState::Queued)
+                .await
+                .map(|()| "1".into()),
+            Ok(_) => Ok(format!("error message {id} is not held")),
+            Err(e) => Err(e),
+        },
+        Request::Delete(id) => match live(id) {
+            Ok(_) => spool
+                .mark(&id, MessageState::Deleted)
+                .await
+                .map(|()| "1".into()),
+            Err(e) => Err(e),
+        },
+    };
+    let _ = spool.close().await;
+    result.map(|n| {
+        if n.starts_with("error ") {
+            n
+        } else {
+            format!("ok {n}")
+        }
+    })
+}
+
+/// The distinct next hops of a message's open recipients.
+fn next_hops(m: &MessageInfo) -> String {
+    let mut hops: Vec<&str> = Vec::new();
+    for (i, hop) in m.next_hops.iter().enumerate() {
+        let open = m
+            .recipient_status
+            .get(i)
+            .is_none_or(|s| !s.state.is_final());
+        if open && !hops.contains(&hop.as_str()) {
+            hops.push(hop);
+        }
+    }
+    match hops.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [first, rest @ ..] => format!("{first} (+{})", rest.len()),
+    }
+}
+
+/// The last temporary error of a deferred recipient, if any.
+fn last_error(m: &MessageInfo) -> &str {
+    m.recipient_status
+        .iter()
+        .rev()
+        .find(|s| s.state == RecipientState::Deferred && !s.detail.is_empty())
+        .map_or("", |s| s.detail.as_str())
 }
 
 fn recipients(m: &MessageInfo) -> String {

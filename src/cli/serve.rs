@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::GatewayConfig;
+use crate::delivery::queue::{Queue, QueueContext};
+use crate::delivery::{Deliverer, control};
 use crate::smtp::{Server, tls};
 use crate::spool::{Spool, SpoolOptions};
 
@@ -59,6 +61,34 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("cannot listen", &e),
     };
+    let (server, queue) = if config.delivery.enabled {
+        let deliverer = match Deliverer::new(&config) {
+            Ok(d) => d,
+            Err(e) => return fail("delivery", &e),
+        };
+        let queue = Queue::start(
+            QueueContext {
+                spool: spool.clone(),
+                router: Arc::clone(&router),
+                hostname: config.hostname.clone(),
+                config: config.delivery.clone(),
+            },
+            deliverer,
+        );
+        if let Err(e) = control::serve(&config.spool, queue.clone()) {
+            return fail("cannot open the queue control socket", &e);
+        }
+        let submit = queue.clone();
+        (
+            server.on_queued(Arc::new(move |m| submit.submit(m))),
+            Some(queue),
+        )
+    } else {
+        tracing::warn!(
+            "delivery is off (delivery.enabled: false): mail is accepted and queued only"
+        );
+        (server, None)
+    };
     let pid_file = super::pid_file(&config);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         tracing::warn!(file = %pid_file.display(), error = %e, "cannot write pid file; splitmx reload will not find the gateway");
@@ -94,6 +124,10 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     });
     server.run(shutdown_signal()).await;
     hup.abort();
+    if let Some(queue) = queue {
+        queue.stop(config.smtp.shutdown_grace).await;
+        let _ = std::fs::remove_file(control::socket_path(&config.spool));
+    }
     let _ = std::fs::remove_file(&pid_file);
     match spool.close().await {
         Ok(()) => ExitCode::SUCCESS,

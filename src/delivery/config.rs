@@ -11,6 +11,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
+    /// Deliver queued mail. `false` only accepts and queues (a maintenance switch: the
+    /// spool keeps everything until the gateway runs with delivery on again).
+    pub enabled: bool,
     /// Simultaneous delivery transactions in total.
     pub max_connections: usize,
     /// Simultaneous transactions to one next hop.
@@ -52,6 +55,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
+            enabled: true,
             max_connections: 100,
             max_per_next_hop: 20,
             max_recipients_per_transaction: 100,

@@ -18,10 +18,21 @@
 //! Everything here works on one [`Transaction`]: a message's bytes and the recipients that
 //! share a next hop, and answers with one [`RcptResult`] per recipient.
 
+pub mod bounce;
+pub mod client;
 mod config;
+pub mod control;
+mod deliverer;
+mod hop;
+pub mod maildir;
+pub mod mx;
 mod peer;
+pub mod queue;
+pub mod retry;
 mod transaction;
 
 pub use config::DeliveryConfig;
+pub use deliverer::{Deliverer, DelivererError};
+pub use hop::{HopError, HopKey};
 pub use peer::{Endpoint, Peer};
 pub use transaction::{RcptResult, ResultKind, Transaction, TxRecipient};

@@ -137,7 +137,6 @@ impl Server {
 
     /// Serve until `stop` resolves; then close the listeners and wait for sessions to end
     /// (at most the grace period).
-
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let Server {
             shared,

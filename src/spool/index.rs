@@ -84,6 +84,11 @@ impl Index {
             received_at: head.received_at,
             sender: head.sender.clone(),
             recipients: head.recipients.iter().map(|r| r.original.clone()).collect(),
+            next_hops: head
+                .recipients
+                .iter()
+                .map(|r| r.route_kind.clone())
+                .collect(),
             size: head.body_size,
             state: MessageState::Queued,
             recipient_status: vec![RecipientStatus::default(); head.recipients.len()],

@@ -71,6 +71,9 @@ pub struct MessageInfo {
     pub sender: String,
     /// The recipients as given in RCPT TO.
     pub recipients: Vec<String>,
+    /// Each recipient's route kind and next hop (e.g. `smtp:[192.0.2.1]:25`), in the
+    /// order of `recipients`.
+    pub next_hops: Vec<String>,
     /// Size of the body in bytes.
     pub size: u64,
     /// The message's state.

@@ -25,7 +25,7 @@ pub const ROUTES: &str = r#"routes:
   route_a: "smtp:[192.0.2.1]:25"
   route_b: "smtp:[192.0.2.2]:25"
   local:
-    maildir: mail/{domain}/{user}
+    maildir: "{domain}/{user}"
   moving:
     defer: "450 4.2.1 Mailbox is being moved, try again later"
   closed:
@@ -58,6 +58,10 @@ pub struct Options {
     pub tls: bool,
     /// Extra environment for the process.
     pub env: Vec<(String, String)>,
+    /// Lines under `delivery:`. The front-end tests keep delivery off (`enabled: false`)
+    /// so what they accepted stays in the spool to be inspected; delivery tests replace
+    /// it with [`Options::delivery`].
+    pub delivery: Vec<String>,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             ],
             tls: false,
             env: Vec::new(),
+            delivery: vec!["enabled: false".to_string()],
         }
     }
 }
@@ -85,6 +90,12 @@ impl Options {
     /// Offer STARTTLS with a fresh self-signed certificate.
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Turn delivery on, with these lines under `delivery:` (e.g. `retry_min: 1s`).
+    pub fn delivery(mut self, lines: &[&str]) -> Self {
+        self.delivery = lines.iter().map(ToString::to_string).collect();
         self
     }
 
@@ -189,6 +200,12 @@ impl Gateway {
         if !smtp.is_empty() {
             text.push_str("smtp:\n");
             for line in &smtp {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        if !self.options.delivery.is_empty() {
+            text.push_str("delivery:\n");
+            for line in &self.options.delivery {
                 text.push_str(&format!("  {line}\n"));
             }
         }
@@ -374,6 +391,29 @@ impl Gateway {
         let tmp = self.routing.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, content).expect("write table");
         std::fs::rename(&tmp, self.routing.join(name)).expect("rename table");
+    }
+
+    /// Replace the lines under `delivery:` and rewrite the config (takes effect at the
+    /// next [`Gateway::restart`]).
+    pub fn reconfigure_delivery(&mut self, lines: &[&str]) {
+        self.options.delivery = lines.iter().map(ToString::to_string).collect();
+        self.write_config();
+    }
+
+    /// Run `splitmx ARGS... --config FILE`; returns the status, stdout and stderr.
+    pub fn run_cli(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_splitmx"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run splitmx");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Run `splitmx SUBCOMMAND --config FILE`; returns the status and stdout + stderr.

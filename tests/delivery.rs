@@ -1,0 +1,423 @@
+//! Delivery end to end: the real gateway (`splitmx serve`) delivering to real peers started
+//! here: Postfix's smtp-sink as the external suite, a scripted SMTP server for chosen
+//! replies, Dovecot LMTP for local mailboxes, Maildir, and a DNS responder for MX records.
+//! Every assertion is on what a user would see: bytes at the backends, notices in
+//! mailboxes, the queue as `splitmx queue` shows it, log lines.
+
+mod peers;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use peers::dns::{DnsServer, Zone};
+use peers::dovecot::{Dovecot, split_added_fields};
+use peers::scripted::{Script, Scripted};
+use peers::sink::Sink;
+use splitmx::delivery::bounce;
+use support::{Gateway, HOSTNAME, Options, split_stamp};
+
+/// A message whose bytes are easy to damage: dots at line starts, a lone dot line, 8-bit.
+const BODY: &[u8] = b"Subject: split delivery\r\nMessage-ID: <split-1@test>\r\n\r\n.leading dot\r\n.\r\n..two dots\r\ncaf\xc3\xa9 8-bit\r\nend\r\n";
+
+/// Options with these tables and delivery on (fast retries, the DNS responder).
+fn options(tables: &[(&str, String)], dns: &DnsServer, delivery: &[&str]) -> Options {
+    let o = Options {
+        tables: tables
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.clone()))
+            .collect(),
+        ..Options::default()
+    };
+    let ns = format!("nameservers: [\"{}\"]", dns.addr());
+    let mut lines: Vec<&str> = delivery.to_vec();
+    for default in [
+        ns.as_str(),
+        "retry_min: 1s",
+        "retry_max: 2s",
+        "connect_timeout: 5s",
+    ] {
+        let key = default.split(':').next().unwrap_or("");
+        if !lines.iter().any(|l| l.starts_with(key)) {
+            lines.push(default);
+        }
+    }
+    o.delivery(&lines)
+}
+
+/// Files delivered into the Maildir `dir` (new/), waiting up to `within` for `n`.
+fn maildir_messages(dir: &Path, n: usize, within: Duration) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("new"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        if files.len() >= n || Instant::now() >= deadline {
+            return files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `splitmx queue list --json` as JSON.
+fn queue_json(gw: &Gateway) -> serde_json::Value {
+    let (status, out, err) = gw.run_cli(&["queue", "list", "--json"]);
+    assert!(status.success(), "queue list failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("queue list --json: {e}: {out}"))
+}
+
+/// Waits until `check` holds for the queue listing.
+fn wait_queue(
+    gw: &Gateway,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let q = queue_json(gw);
+        if check(&q) {
+            return q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue never showed {what}: {q}\n--- gateway log ---\n{}",
+            gw.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn messages(q: &serde_json::Value) -> Vec<serde_json::Value> {
+    q["messages"].as_array().cloned().unwrap_or_default()
+}
+
+fn send(gw: &Gateway, from: &str, to: &[&str], body: &[u8]) -> String {
+    let mut c = gw.session();
+    let reply = c.mail(from, to, body);
+    assert_eq!(reply.code, 250, "message refused: {reply:?}");
+    reply.queue_id()
+}
+
+fn dns_zone() -> Zone {
+    let mut z = Zone::new();
+    z.mx("suite.test", 10, "mx1.suite.test")
+        .a("mx1.suite.test", "127.0.0.1")
+        // An MX pointing back at the gateway's own host name.
+        .mx("loop.test", 10, HOSTNAME)
+        .a(HOSTNAME, "127.0.0.1");
+    z
+}
+
+#[test]
+fn mixed_recipients_land_exactly_once_at_the_right_backend_with_bytes_unchanged() {
+    let dns = DnsServer::start(dns_zone());
+    let suite = Sink::dumping(&[]);
+    let direct = Sink::dumping(&[]);
+    let dovecot = Dovecot::start(&["lmtpuser@example.com"]);
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:suite.test:{}\n  onprem: lmtp:[127.0.0.1]:{}\n  direct: smtp:[127.0.0.1]:{}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\nrecipients:\n  s1@example.com: suite\n  s2@example.com: suite\n  lmtpuser@example.com: onprem\n  carol@example.com: local\n  dave@example.com: direct\n",
+            suite.addr.port(),
+            dovecot.addr.port(),
+            direct.addr.port()
+        ),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &[]));
+    send(
+        &gw,
+        "sender@example.net",
+        &[
+            "s1@example.com",
+            "lmtpuser@example.com",
+            "s2@example.com",
+            "carol@example.com",
+            "dave@example.com",
+        ],
+        BODY,
+    );
+    // Maildir: the message as spooled, our Received field first.
+    let carol = maildir_messages(
+        &gw.dir.path().join("mail/example.com/carol"),
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(carol.len(), 1, "carol's maildir: {}", gw.stderr_text());
+    let (stamp, rest) = split_stamp(&carol[0]);
+    assert_eq!(rest, BODY);
+    assert!(stamp.contains("mx.test.example"), "{stamp}");
+    let full = carol[0].clone();
+    // The suite, found by MX: one transaction for both of its recipients.
+    let dumps = suite.wait_for(1, Duration::from_secs(20));
+    assert_eq!(dumps.len(), 1, "one copy for the suite");
+    assert_eq!(dumps[0].rcpt_args, ["<s1@example.com>", "<s2@example.com>"]);
+    assert!(
+        dumps[0].mail_args.starts_with("<sender@example.net>"),
+        "{}",
+        dumps[0].mail_args
+    );
+    assert_eq!(dumps[0].data, peers::as_stored_by_smtp_sink(&full));
+    let dumps = direct.wait_for(1, Duration::from_secs(20));
+    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps[0].rcpt_args, ["<dave@example.com>"]);
+    assert_eq!(dumps[0].data, peers::as_stored_by_smtp_sink(&full));
+    // Dovecot over LMTP.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = dovecot.messages("lmtpuser@example.com");
+    while got.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        got = dovecot.messages("lmtpuser@example.com");
+    }
+    assert_eq!(got.len(), 1, "dovecot log: {}", dovecot.log());
+    let (_, message) = split_added_fields(&got[0]);
+    assert_eq!(message, peers::as_stored_with_lf(&full));
+    // Nothing left in the queue, nothing delivered twice.
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(suite.wait_for(1, Duration::from_secs(1)).len(), 1);
+    assert_eq!(direct.wait_for(1, Duration::from_secs(1)).len(), 1);
+    assert_eq!(dovecot.messages("lmtpuser@example.com").len(), 1);
+}
+
+#[test]
+fn a_next_hop_down_for_a_while_gets_the_message_after_a_retry() {
+    let dns = DnsServer::start(dns_zone());
+    let port = peers::free_port();
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\ndomains: [example.com]\ndefault: suite\n"
+        ),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &[]));
+    let id = send(&gw, "sender@example.net", &["bob@example.com"], BODY);
+    let q = wait_queue(&gw, Duration::from_secs(20), "a deferred recipient", |q| {
+        messages(q)
+            .iter()
+            .any(|m| m["recipient_status"][0]["state"] == "deferred")
+    });
+    let m = &messages(&q)[0];
+    assert_eq!(m["id"], id);
+    let detail = m["recipient_status"][0]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("127.0.0.1") && detail.to_lowercase().contains("refused"),
+        "{detail}"
+    );
+    let (_, list, _) = gw.run_cli(&["queue", "list"]);
+    assert!(
+        list.contains(&id) && list.contains(&format!("smtp:[127.0.0.1]:{port}")),
+        "{list}"
+    );
+    // The next hop comes up: the next retry delivers.
+    let sink = Sink::dumping_on(port, &[]);
+    let dumps = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(dumps[0].rcpt_args, ["<bob@example.com>"]);
+    assert!(
+        dumps[0]
+            .data
+            .ends_with(&peers::as_stored_by_smtp_sink(BODY))
+    );
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+}
+
+/// The notices in `sender`'s maildir, parsed.
+fn notices(gw: &Gateway, user: &str, n: usize) -> Vec<Vec<u8>> {
+    maildir_messages(
+        &gw.dir.path().join("mail/example.com").join(user),
+        n,
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn a_5xx_for_one_recipient_bounces_only_that_one_with_a_dsn() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let suite = rt.block_on(Scripted::start(Script::default().rcpt(
+        "bad@example.com",
+        "550 5.1.1 <bad@example.com>: Recipient address rejected: User unknown",
+    )));
+    let dns = DnsServer::start(dns_zone());
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n",
+            suite.addr.port()
+        ),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &[]));
+    let id = send(
+        &gw,
+        "sender@example.com",
+        &["good@example.com", "bad@example.com"],
+        BODY,
+    );
+    let got = notices(&gw, "sender", 1);
+    assert_eq!(got.len(), 1, "one notice: {}", gw.stderr_text());
+    let parsed = bounce::parse(&got[0]).unwrap_or_else(|e| panic!("not a DSN: {e}"));
+    assert_eq!(
+        parsed.recipients.len(),
+        1,
+        "only the failed recipient is reported"
+    );
+    assert_eq!(
+        parsed.recipient_field(0, "Final-Recipient"),
+        Some("rfc822; bad@example.com")
+    );
+    assert_eq!(parsed.recipient_field(0, "Action"), Some("failed"));
+    assert_eq!(parsed.recipient_field(0, "Status"), Some("5.1.1"));
+    let diag = parsed.recipient_field(0, "Diagnostic-Code").unwrap_or("");
+    assert!(diag.starts_with("smtp; 550 5.1.1"), "{diag}");
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(text.contains(&id), "the notice names the queue id");
+    assert!(
+        text.contains("Message-ID: <split-1@test>"),
+        "original headers returned"
+    );
+    assert!(
+        !text.contains("good@example.com"),
+        "the delivered recipient is not reported"
+    );
+    // The good recipient got the message once; the queue is empty.
+    assert_eq!(suite.messages().len(), 1);
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+}
+
+#[test]
+fn lifetime_expiry_bounces_with_a_dsn_and_a_null_sender_is_never_bounced() {
+    let dns = DnsServer::start(dns_zone());
+    let port = peers::free_port();
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n"
+        ),
+    )];
+    let gw = Gateway::with(options(
+        &tables,
+        &dns,
+        &["lifetime: 3s", "delay_warning: 0s"],
+    ));
+    send(&gw, "sender@example.com", &["bob@example.com"], BODY);
+    send(&gw, "", &["nobody@example.com"], BODY);
+    let got = notices(&gw, "sender", 1);
+    assert_eq!(got.len(), 1, "{}", gw.stderr_text());
+    let parsed = bounce::parse(&got[0]).unwrap_or_else(|e| panic!("not a DSN: {e}"));
+    assert_eq!(
+        parsed.recipient_field(0, "Final-Recipient"),
+        Some("rfc822; bob@example.com")
+    );
+    assert_eq!(parsed.recipient_field(0, "Action"), Some("failed"));
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(text.contains("expired"), "{text}");
+    // Both messages leave the queue; the null-sender one without a notice to anyone.
+    wait_queue(&gw, Duration::from_secs(20), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(notices(&gw, "sender", 2).len(), 1, "exactly one notice");
+    let log = gw.stderr_text();
+    assert!(
+        log.contains("null sender"),
+        "the log says why there is no notice: {log}"
+    );
+}
+
+#[test]
+fn an_mx_pointing_back_at_the_gateway_is_deferred_4_4_6_not_delivered_to_itself() {
+    let dns = DnsServer::start(dns_zone());
+    let tables = [(
+        "example.com.yaml",
+        "routes:\n  away: smtp:loop.test\ndomains: [example.com]\ndefault: away\n".to_string(),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &[]));
+    let id = send(&gw, "sender@example.net", &["bob@example.com"], BODY);
+    let q = wait_queue(&gw, Duration::from_secs(20), "a 4.4.6 deferral", |q| {
+        messages(q).iter().any(|m| {
+            m["recipient_status"][0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("4.4.6") || d.contains("loops back"))
+        })
+    });
+    assert_eq!(
+        messages(&q).len(),
+        1,
+        "the gateway did not send the message to itself"
+    );
+    assert_eq!(messages(&q)[0]["id"], id);
+    assert!(
+        gw.stderr_text().contains("this gateway itself"),
+        "the loop is logged"
+    );
+}
+
+#[test]
+fn queue_cli_verbs_each_change_what_they_say() {
+    let dns = DnsServer::start(dns_zone());
+    let port = peers::free_port();
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\ndomains: [example.com]\ndefault: suite\n"
+        ),
+    )];
+    // Retries an hour apart: only `queue retry` makes anything happen soon.
+    let gw = Gateway::with(options(&tables, &dns, &["retry_min: 1h", "retry_max: 1h"]));
+    let a = send(&gw, "sender@example.net", &["a@example.com"], BODY);
+    let b = send(&gw, "sender@example.net", &["b@example.com"], BODY);
+    wait_queue(&gw, Duration::from_secs(20), "two deferred messages", |q| {
+        messages(q)
+            .iter()
+            .filter(|m| m["recipient_status"][0]["state"] == "deferred")
+            .count()
+            == 2
+    });
+    let state = |id: &str| -> String {
+        messages(&queue_json(&gw))
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| "gone".to_string())
+    };
+    let ok = |args: &[&str]| {
+        let (status, out, err) = gw.run_cli(args);
+        assert!(status.success(), "{args:?}: {out}{err}");
+        out
+    };
+    assert!(ok(&["queue", "hold", &a]).contains("held"));
+    assert_eq!(state(&a), "held");
+    assert!(ok(&["queue", "release", &a]).contains("released"));
+    assert_eq!(state(&a), "queued");
+    let (status, _, err) = gw.run_cli(&["queue", "release", &a]);
+    assert!(!status.success() && err.contains("not held"), "{err}");
+    assert!(ok(&["queue", "delete", &a]).contains("deleted"));
+    assert_eq!(state(&a), "gone");
+    let (status, _, err) = gw.run_cli(&["queue", "hold", &a]);
+    assert!(!status.success() && err.contains("no message"), "{err}");
+    // The next hop is up now, but b's retry is an hour away: `queue retry` sends it.
+    let sink = Sink::dumping_on(port, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        queue_json(&gw)["messages"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+    );
+    assert!(ok(&["queue", "retry", &b]).contains("scheduled"));
+    let dumps = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(dumps.len(), 1);
+    assert_eq!(dumps[0].rcpt_args, ["<b@example.com>"]);
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+    let out = ok(&["queue", "retry", "--all", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["result"], "0");
+}
