@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::plan::{DomainTable, Slot};
 use super::routes::{NOT_IMPORTED_REPLY, Routes};
-use crate::routing::route::{NextHop, RouteKind};
+use crate::routing::route::{NextHop, RouteKind, SMTP_PORT};
 
 /// The file that holds the imported routes.
 pub const ROUTES_FILE: &str = "postfix-routes.yaml";
@@ -43,7 +43,9 @@ pub(crate) fn routes_file(routes: &Routes, header: &Header<'_>, transport_file: 
     let mut out = String::new();
     header.write(&mut out, "Routes");
     out.push_str("routes:\n");
-    for r in &routes.list {
+    // The not-imported route last: it is the one whose comment needs reading.
+    let (real, placeholder): (Vec<_>, Vec<_>) = routes.list.iter().partition(|r| r.kind.is_some());
+    for r in real.into_iter().chain(placeholder) {
         let from = r
             .first_line
             .map(|l| format!("  # first used at {}:{l}", one_line(transport_file)))
@@ -98,6 +100,7 @@ fn transport_text(kind: &RouteKind) -> String {
     };
     let hop = match hop {
         NextHop::Direct { host, port } => format!("[{host}]:{port}"),
+        NextHop::Mx { domain, port } if *port == SMTP_PORT => domain.clone(),
         NextHop::Mx { domain, port } => format!("{domain}:{port}"),
         NextHop::RecipientDomain { .. } => String::new(),
         NextHop::Unix { path } => format!("unix:{path}"),

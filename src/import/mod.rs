@@ -291,7 +291,9 @@ pub fn import_postfix(
     };
     let plan = plan::plan(&inputs);
     for f in &plan.findings {
-        findings.push((2, f.clone()));
+        // Findings about a transport line sort with that line; about a domain, last.
+        let order = if f.line.is_some() { 0 } else { 2 };
+        findings.push((order, f.clone()));
     }
     findings.sort_by_key(|(order, f)| (*order, f.line.unwrap_or(u32::MAX), f.domain.clone()));
     report.findings = findings.into_iter().map(|(_, f)| f).collect();

@@ -336,7 +336,14 @@ pub(crate) fn plan(inputs: &Inputs<'_>) -> Plan {
             line: Some(e.line),
             domain: None,
             entry: Some(entry_text(&e.key_text, &e.value_text)),
-            message: format!("Postfix applies '*' to every domain, also to mail your users send out; here it is the default of the {wildcard_defaults} imported domain{} without an entry of their own, and no other domain is served (splitmx is never an open relay)", if wildcard_defaults == 1 { "" } else { "s" }),
+            message: format!(
+                "Postfix applies '*' to every domain, also to mail your users send out; here {}, and no other domain is served (splitmx is never an open relay)",
+                match wildcard_defaults {
+                    0 => "no imported domain uses it (each has an entry of its own)".to_string(),
+                    1 => "it is the default of the one imported domain without an entry of its own".to_string(),
+                    n => format!("it is the default of the {n} imported domains without an entry of their own"),
+                }
+            ),
         });
     }
     Plan {
