@@ -527,6 +527,28 @@ fn a_different_delimiter_is_noted_and_its_differences_listed() {
     assert_eq!(imported.report.differences_total, 1, "{}", imported.report);
 }
 
+#[test]
+fn a_next_hop_yaml_would_misread_gets_a_safe_route_name() {
+    // Found by fuzzing: `smtp:y` named its route `y`, which YAML reads as `true`.
+    let dir = tempfile::tempdir().unwrap();
+    let imported = import::import_postfix(
+        MapFile {
+            name: "t",
+            bytes: b"example.org smtp:y\nexample.net smtp:[1e3]\n",
+        },
+        None,
+        &ImportOptions::new(RoutingConfig::new(dir.path())),
+    )
+    .unwrap();
+    assert!(imported.load_errors.is_none(), "{:?}", imported.load_errors);
+    assert_eq!(imported.report.differences_total, 0, "{}", imported.report);
+    assert!(
+        imported.files[0].text.contains("\n  route-y: \"smtp:y\""),
+        "{}",
+        imported.files[0].text
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The command as an administrator runs it.
 

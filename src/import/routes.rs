@@ -49,7 +49,11 @@ impl Routes {
         if let Some(&i) = self.by_kind.get(&key) {
             return i;
         }
-        let base = base_name(kind);
+        let mut base = base_name(kind);
+        // A name YAML would read as something else (`y` is true, `1e3` a number).
+        if super::emit::scalar(&base) != base {
+            base = format!("route-{base}");
+        }
         let mut name = base.clone();
         let mut n = 2;
         while self.names.contains(&name) {
@@ -200,6 +204,8 @@ mod tests {
                 "2001-db8-1",
             ]
         );
+        let yes = r.intern(&kind("smtp:y"), None);
+        assert_eq!(r.name(yes), "route-y");
         let p = r.placeholder();
         assert_eq!(r.name(p), NOT_IMPORTED);
         assert_eq!(r.placeholder(), p);
