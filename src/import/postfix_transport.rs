@@ -98,6 +98,7 @@ pub(crate) struct ValueRules {
 }
 
 /// A value converted, with what the administrator should know about it.
+#[derive(Clone)]
 pub(crate) struct Converted {
     pub(crate) action: Action,
     pub(crate) notes: Vec<(Severity, String)>,
@@ -417,8 +418,9 @@ impl TransportMap {
     /// Read the entries of a transport map.
     pub(crate) fn read(entries: Vec<MapEntry>, rules: &ValueRules) -> TransportMap {
         let mut map = TransportMap::default();
+        // A large map repeats a handful of values: convert each once.
+        let mut converted: HashMap<String, Converted> = HashMap::new();
         for e in entries {
-            let entry = super::report::entry_text(&e.key, &e.value);
             let key = match transport_key(&e.key) {
                 Ok(k) => k,
                 Err(message) => {
@@ -426,16 +428,11 @@ impl TransportMap {
                         line: e.line,
                         severity: Severity::NotCarried,
                         domain: key_domain_guess(&e.key),
-                        entry,
+                        entry: super::report::entry_text(&e.key, &e.value),
                         message,
                     });
                     continue;
                 }
-            };
-            let domain = match &key {
-                Key::Address(a) => Some(a.domain().to_string()),
-                Key::Domain(d) | Key::Subdomains(d) => Some(d.clone()),
-                Key::Wildcard => None,
             };
             let index = map.entries.len();
             let slot = match &key {
@@ -444,24 +441,22 @@ impl TransportMap {
                 Key::Subdomains(d) => map.subdomains.entry(d.clone()),
                 Key::Wildcard => {
                     if let Some(first) = map.wildcard {
-                        map.notes
-                            .push(duplicate(&e, entry, domain, &map.entries, first));
+                        map.notes.push(duplicate(&e, &key, &map.entries, first));
                         continue;
                     }
                     map.wildcard = Some(index);
-                    map.push(e, key, rules, entry, domain);
+                    map.push(e, key, rules, &mut converted);
                     continue;
                 }
             };
             match slot {
                 hashbrown::hash_map::Entry::Occupied(o) => {
                     let first = *o.get();
-                    map.notes
-                        .push(duplicate(&e, entry, domain, &map.entries, first));
+                    map.notes.push(duplicate(&e, &key, &map.entries, first));
                 }
                 hashbrown::hash_map::Entry::Vacant(v) => {
                     v.insert(index);
-                    map.push(e, key, rules, entry, domain);
+                    map.push(e, key, rules, &mut converted);
                 }
             }
         }
@@ -473,51 +468,54 @@ impl TransportMap {
         e: MapEntry,
         key: Key,
         rules: &ValueRules,
-        entry: String,
-        domain: Option<String>,
+        cache: &mut HashMap<String, Converted>,
     ) {
-        let converted = rules.convert(&e.value);
-        if let Action::NotCarried(why) = &converted.action {
-            self.notes.push(LineNote {
-                line: e.line,
-                severity: Severity::NotCarried,
-                entry: entry.clone(),
-                domain: domain.clone(),
-                message: format!("{why}; its recipients are deferred (route not-imported)"),
-            });
+        let Converted { action, notes } = cache
+            .entry_ref(e.value.as_str())
+            .or_insert_with(|| rules.convert(&e.value))
+            .clone();
+        let note = |severity, message| LineNote {
+            line: e.line,
+            severity,
+            entry: super::report::entry_text(&e.key, &e.value),
+            domain: key_domain(&key),
+            message,
+        };
+        if let Action::NotCarried(why) = &action {
+            self.notes.push(note(
+                Severity::NotCarried,
+                format!("{why}; its recipients are deferred (route not-imported)"),
+            ));
         }
-        for (severity, message) in converted.notes {
-            self.notes.push(LineNote {
-                line: e.line,
-                severity,
-                entry: entry.clone(),
-                domain: domain.clone(),
-                message,
-            });
+        for (severity, message) in notes {
+            self.notes.push(note(severity, message));
         }
         self.entries.push(TransportEntry {
             line: e.line,
             key_text: e.key,
             value_text: e.value,
             key,
-            action: converted.action,
+            action,
         });
     }
 }
 
-fn duplicate(
-    e: &MapEntry,
-    entry: String,
-    domain: Option<String>,
-    entries: &[TransportEntry],
-    first: usize,
-) -> LineNote {
+/// The domain an entry is about, for `--domain` selection (None for `*`).
+fn key_domain(key: &Key) -> Option<String> {
+    match key {
+        Key::Address(a) => Some(a.domain().to_string()),
+        Key::Domain(d) | Key::Subdomains(d) => Some(d.clone()),
+        Key::Wildcard => None,
+    }
+}
+
+fn duplicate(e: &MapEntry, key: &Key, entries: &[TransportEntry], first: usize) -> LineNote {
     let first_line = entries.get(first).map_or(0, |f| f.line);
     LineNote {
         line: e.line,
         severity: Severity::NotCarried,
-        entry,
-        domain,
+        entry: super::report::entry_text(&e.key, &e.value),
+        domain: key_domain(key),
         message: format!(
             "the same key as line {first_line} (keys ignore case); postmap keeps the first, so this line has no effect"
         ),
