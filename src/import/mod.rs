@@ -20,8 +20,10 @@ mod emit;
 mod plan;
 mod postfix_lookup;
 mod postfix_transport;
+mod relay_recipients;
 mod report;
 mod routes;
+mod transport_value;
 mod verify;
 
 use std::fs;
@@ -37,7 +39,9 @@ use crate::routing::config::RoutingConfig;
 use crate::routing::route::RouteKind;
 use crate::routing::table::{TableErrors, load_from_strs};
 use postfix_lookup::PostfixLookup;
-use postfix_transport::{Action, RelayRecipients, Service, TransportMap, ValueRules};
+use postfix_transport::TransportMap;
+use relay_recipients::RelayRecipients;
+use transport_value::{Action, Service, ValueRules};
 
 /// Largest map file read (bytes).
 pub const MAX_MAP_BYTES: u64 = 64 * 1024 * 1024;

@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use hashbrown::{HashMap, HashSet};
 
 use super::postfix_lookup::PostfixLookup;
-use super::postfix_transport::{Action, Key};
+use super::postfix_transport::Key;
 use super::report::{Finding, Severity, entry_text};
 use super::routes::Routes;
+use super::transport_value::Action;
 use crate::routing::route::RouteKind;
 
 /// Where a default or recipient goes, with a comment for the YAML file.

@@ -15,7 +15,8 @@
 //! default). A domain with no entry at all is taken as not a relay domain (its
 //! recipients are checked elsewhere in Postfix, or not at all) and is not restricted.
 
-use super::postfix_transport::{RelayRecipients, TransportMap};
+use super::postfix_transport::TransportMap;
+use super::relay_recipients::RelayRecipients;
 use crate::routing::address::Address;
 
 /// The transport map and relay_recipients, searched the way Postfix searches them.
@@ -138,7 +139,7 @@ impl PostfixLookup<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::postfix_map::parse_map;
-    use super::super::postfix_transport::ValueRules;
+    use super::super::transport_value::ValueRules;
     use super::*;
 
     fn map(text: &str) -> TransportMap {
