@@ -5,6 +5,7 @@
 
 mod check;
 mod explain;
+mod import;
 #[cfg(feature = "server")]
 mod queue;
 #[cfg(feature = "server")]
@@ -66,6 +67,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn another mail system's routing into routing tables, with a report of what
+    /// could not be carried over; the result is checked like `splitmx check`.
+    Import {
+        #[command(subcommand)]
+        what: ImportKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportKind {
+    /// A Postfix transport(5) map (and relay_recipients): one table per domain.
+    PostfixTransport(import::PostfixTransportArgs),
 }
 
 #[cfg(feature = "server")]
@@ -165,6 +178,9 @@ pub fn main() -> ExitCode {
         } => config
             .load(routing.as_ref())
             .map(|c| explain::run(&c, &address, json)),
+        Command::Import {
+            what: ImportKind::PostfixTransport(args),
+        } => Ok(import::postfix_transport(args)),
     };
     result.unwrap_or_else(|code| code)
 }
