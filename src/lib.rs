@@ -33,6 +33,7 @@
 pub mod config;
 #[cfg(any(feature = "server", feature = "ldap"))]
 mod duration;
+pub mod journal;
 pub mod routing;
 
 #[cfg(feature = "server")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::GatewayConfig;
+use crate::journal::Journal;
 use crate::smtp::{Server, tls};
 use crate::spool::{Spool, SpoolOptions};
 
@@ -45,6 +46,15 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("spool", &e),
     };
+    let journal = if config.journal.enabled {
+        let dir = crate::journal::journal_dir(&config.spool);
+        match Journal::open(&dir, &config.journal) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(e) => return fail("journal", &e),
+        }
+    } else {
+        None
+    };
     let server = match Server::bind(
         &config.listen,
         config.smtp.clone(),
@@ -56,9 +66,13 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     )
     .await
     {
-        Ok(s) => s,
+        Ok(s) => match &journal {
+            Some(j) => s.with_journal(Arc::clone(j)),
+            None => s,
+        },
         Err(e) => return fail("cannot listen", &e),
     };
+    let flusher = journal.as_ref().map(Journal::spawn_flusher);
     let pid_file = super::pid_file(&config);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         tracing::warn!(file = %pid_file.display(), error = %e, "cannot write pid file; splitmx reload will not find the gateway");
@@ -94,6 +108,13 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     });
     server.run(shutdown_signal()).await;
     hup.abort();
+    if let Some(journal) = &journal {
+        if let Some(f) = flusher {
+            f.abort();
+        }
+        // Every session has ended: this flush holds every message acknowledged.
+        journal.flush_blocking().await;
+    }
     let _ = std::fs::remove_file(&pid_file);
     match spool.close().await {
         Ok(()) => ExitCode::SUCCESS,

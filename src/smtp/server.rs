@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::config::SmtpConfig;
 use super::conn::Conn;
 use super::session::{End, Session};
+use crate::journal::Journal;
 use crate::routing::hops::LoopPolicy;
 use crate::routing::router::Router;
 use crate::spool::Spool;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Becomes true when the gateway is shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Where accepted recipients are counted, when the journal is on.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// A running SMTP front end.
@@ -104,12 +107,23 @@ impl Server {
             spool,
             tls,
             shutdown,
+            journal: None,
         });
         Ok(Server {
             shared,
             listeners,
             stop,
         })
+    }
+
+    /// Count every accepted recipient in `journal` (before [`Server::run`]).
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Server {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.journal = Some(journal),
+            // Only `run` shares the state; before it this Server holds the one reference.
+            None => tracing::error!("journal attached after the server started; not recording"),
+        }
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).

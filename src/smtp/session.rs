@@ -500,6 +500,14 @@ impl Session {
         match self.shared.spool.commit(new).await {
             Ok(id) => {
                 tracing::info!(client = %self.peer, queue_id = %id, size, recipients = tx.recipients.len(), "message queued");
+                if let Some(journal) = &self.shared.journal {
+                    journal.record(
+                        SystemTime::now(),
+                        tx.recipients
+                            .iter()
+                            .map(|a| (a.original.key(), &a.routed.route)),
+                    );
+                }
                 conn.queue(&line(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             Err(e) => {
