@@ -58,6 +58,8 @@ pub struct Options {
     pub tls: bool,
     /// Extra environment for the process.
     pub env: Vec<(String, String)>,
+    /// Top-level lines appended to the config (e.g. `journal: { flush_interval: 1s }`).
+    pub config: Vec<String>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             ],
             tls: false,
             env: Vec::new(),
+            config: Vec::new(),
         }
     }
 }
@@ -91,6 +94,12 @@ impl Options {
     /// Set an environment variable for the gateway process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Append a top-level line to the config file.
+    pub fn config(mut self, line: &str) -> Self {
+        self.config.push(line.to_string());
         self
     }
 
@@ -191,6 +200,10 @@ impl Gateway {
             for line in &smtp {
                 text.push_str(&format!("  {line}\n"));
             }
+        }
+        for line in &self.options.config {
+            text.push_str(line);
+            text.push('\n');
         }
         std::fs::write(&self.config, text).expect("write config");
     }
