@@ -4,6 +4,9 @@
 //! shape and the exit code (0 no change, 1 changes, 2 error).
 #![cfg(feature = "cli")]
 
+#[cfg(feature = "ldap")]
+mod common_ldap;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -36,6 +39,19 @@ impl Site {
         Site { dir }
     }
 
+    /// Use these live tables and this extra config text (an `ldap:` section).
+    fn with(self, live: &str, extra: &str) -> Site {
+        std::fs::write(
+            self.dir.path().join("splitmx.yaml"),
+            format!(
+                "hostname: mx.test.example\nrouting:\n  dir: {}\nspool: spool\n{extra}",
+                fixtures().join(live).display()
+            ),
+        )
+        .unwrap();
+        self
+    }
+
     fn diff(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_splitmx"))
             .arg("diff")
@@ -62,9 +78,7 @@ fn body(o: &Output) -> Vec<String> {
     let text = stdout(o);
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     assert!(
-        lines.len() > 2
-            && lines[0].starts_with(&format!("live:     {} (version ", against("live")))
-            && lines[1].starts_with("proposed: "),
+        lines.len() > 2 && lines[0].starts_with("live:     ") && lines[1].starts_with("proposed: "),
         "{text}"
     );
     lines[2..].to_vec()
@@ -253,4 +267,70 @@ fn json_gives_the_summary_groups_and_both_answers_per_recipient() {
         serde_json::json!({"result": "refused", "label": "moving", "code": 450, "status": "4.2.1", "text": "Mailbox is being moved, try again later"})
     );
     assert_eq!(v["unresolved"], serde_json::json!([]));
+}
+
+#[cfg(feature = "ldap")]
+fn ldap_section(url: &str) -> String {
+    format!(
+        "ldap:\n  servers: [{url}]\n  base: ou=people,dc=example,dc=com\n  domains: [example.com]\n  timeout: 2s\n  connect_timeout: 1s\n"
+    )
+}
+
+#[cfg(feature = "ldap")]
+#[test]
+fn with_the_directory_in_the_loop_a_mail_host_switch_moves_its_people() {
+    let slapd = common_ldap::slapd::Slapd::start(
+        &std::fs::read_to_string(fixtures().join("people.ldif")).unwrap(),
+    );
+    let site = Site::new().with("ldap-live", &ldap_section(&slapd.url()));
+    let list = site.dir.path().join("list.txt");
+    // alice and bob have entries (mailHost outlook.example and onprem.example); carol has
+    // none, so she is unknown on both sides.
+    std::fs::write(
+        &list,
+        "alice@example.com\nbob@example.com\ncarol@example.com\n",
+    )
+    .unwrap();
+    let out = site.diff(&[
+        "--against",
+        &against("ldap-proposed"),
+        "--recipients",
+        list.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        body(&out)[1..],
+        [
+            "this change moves 1 recipient (10 messages in the last 7 days) from legacy to m365",
+            "",
+            "legacy -> m365: 1 recipient, 10 messages",
+            "  bob@example.com  10 messages",
+        ]
+    );
+}
+
+#[cfg(feature = "ldap")]
+#[test]
+fn a_directory_that_cannot_answer_makes_the_comparison_fail_with_exit_2() {
+    // Nothing listens on port 1: every lookup is a temporary failure on both sides.
+    let site = Site::new().with("ldap-live", &ldap_section("ldap://127.0.0.1:1"));
+    let out = site.diff(&["--against", &against("ldap-proposed")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("unresolved on both sides (temporary failure): 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  bob@example.com  temporary failure (451 4.4.3)"),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("6 recipients could not be resolved"), "{err}");
 }

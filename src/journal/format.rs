@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! # splitmx journal 1 2024-05-01
-//! # recipient	route	kind	messages	first_seen	last_seen
-//! alice@example.com	m365	smtp:example-com.mail.protection.outlook.com	12	2024-05-01T07:02:11Z	2024-05-01T16:40:09Z
+//! # recipient→route→kind→messages→first_seen→last_seen
+//! alice@example.com→m365→smtp:example-com.mail.protection.outlook.com→12→2024-05-01T07:02:11Z→2024-05-01T16:40:09Z
 //! ```
+//!
+//! (`→` stands for one tab character.)
 //!
 //! Lines starting with `#` and empty lines are comments. A field never holds a raw tab,
 //! line break or backslash: they are written `\t`, `\n`, `\r` and `\\`. Times are UTC, to
