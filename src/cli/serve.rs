@@ -50,7 +50,11 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         let dir = crate::journal::journal_dir(&config.spool);
         match Journal::open(&dir, &config.journal) {
             Ok(j) => Some(Arc::new(j)),
-            Err(e) => return fail("journal", &e),
+            // Reports are not worth refusing mail for.
+            Err(e) => {
+                tracing::error!(error = %e, "journal: cannot open; running without the recipient journal");
+                None
+            }
         }
     } else {
         None

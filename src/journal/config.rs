@@ -49,3 +49,41 @@ impl JournalConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    fn load(text: &str) -> Result<JournalConfig, String> {
+        GatewayConfig::from_yaml(text, "splitmx.yaml", Path::new("."))
+            .map(|c| c.journal)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_section_is_optional_and_read_with_durations() {
+        assert_eq!(
+            load("hostname: mx.example.com\n"),
+            Ok(JournalConfig::default())
+        );
+        let c = load("journal:\n  days: 90\n  flush_interval: 2m\n  enabled: false\n").unwrap();
+        assert_eq!(
+            (c.days, c.flush_interval, c.enabled, c.max_recipients),
+            (90, Duration::from_secs(120), false, 1_000_000)
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_their_name() {
+        assert_eq!(
+            load("journal:\n  days: 0\n"),
+            Err("splitmx.yaml:1:1: journal.days must be between 1 and 3660, not 0".to_string())
+        );
+        let unknown = load("journal:\n  dayz: 7\n").unwrap_err();
+        assert!(unknown.starts_with("splitmx.yaml:2:"), "{unknown}");
+        assert!(unknown.contains("dayz"), "{unknown}");
+    }
+}

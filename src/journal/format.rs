@@ -9,7 +9,8 @@
 //! (`→` stands for one tab character.)
 //!
 //! Lines starting with `#` and empty lines are comments. A field never holds a raw tab,
-//! line break or backslash: they are written `\t`, `\n`, `\r` and `\\`. Times are UTC, to
+//! line break or backslash: they are written `\t`, `\n`, `\r` and `\\` (and a recipient
+//! that starts with `#` is written `\#`). Times are UTC, to
 //! the second. Reading is bounded (file size and line length) and a malformed line is
 //! skipped and counted, never a panic; writing goes to a temporary file that is fsynced
 //! and renamed over the old one, so a crash leaves the previous complete file.
@@ -249,6 +250,10 @@ pub fn parse_line(line: &str) -> Result<Option<Row>, String> {
 
 /// Append one row as a line (with its line break) to `out`.
 pub fn push_line(out: &mut String, row: &RowRef<'_>) {
+    // `#` is a valid first character of a local part, but would start a comment line.
+    if row.recipient.starts_with('#') {
+        out.push('\\');
+    }
     escape_into(out, row.recipient);
     out.push('\t');
     escape_into(out, row.route);
@@ -333,6 +338,7 @@ fn unescape(s: &str) -> Result<String, String> {
             Some('t') => out.push('\t'),
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
+            Some('#') => out.push('#'),
             other => return Err(format!("bad escape '\\{}'", other.unwrap_or(' '))),
         }
     }
@@ -370,18 +376,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let day = Day::parse("2024-05-01").unwrap();
         let rows = vec![
+            row("#hash@example.com", "m365"),
             row("alice@example.com", "m365"),
             row("bob@example.com", "odd\tname\\x"),
         ];
         write_day(dir.path(), day, rows.iter().map(as_ref)).unwrap();
         let text = std::fs::read_to_string(dir.path().join("2024-05-01.tsv")).unwrap();
         assert_eq!(
-            text.lines().nth(2),
+            text.lines().nth(3),
             Some(
                 "alice@example.com\tm365\tsmtp:[192.0.2.1]:25\t3\t2024-05-01T00:00:00Z\t2024-05-01T10:40:00Z"
             )
         );
         assert!(text.contains("odd\\tname\\\\x"), "{text}");
+        assert!(text.contains("\n\\#hash@example.com\t"), "{text}");
         let back = read_day(&day_path(dir.path(), day)).unwrap();
         assert_eq!(back.rows, rows);
         assert_eq!(back.skipped, 0);
