@@ -238,3 +238,113 @@ pub(super) fn text(diff: &Diff) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(route: &str, kind: &str, to: &str) -> Answer {
+        Answer::Routed {
+            route: route.to_string(),
+            kind: kind.to_string(),
+            deliver_to: to.to_string(),
+        }
+    }
+
+    fn refused(label: &str, code: u16, status: &str) -> Answer {
+        Answer::Refused {
+            label: label.to_string(),
+            code,
+            status: status.to_string(),
+            text: "text".to_string(),
+        }
+    }
+
+    fn changed(who: &str, messages: u64, from: Answer, to: Answer) -> Changed {
+        Changed {
+            recipient: who.to_string(),
+            messages,
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn several_moves_and_refusals_are_summed_in_one_line() {
+        let legacy = || routed("legacy", "smtp:[192.0.2.25]:25", "x@example.com");
+        let m365 = || routed("m365", "smtp:m365.example", "x@example.com");
+        let groups = group(vec![
+            changed("a@example.com", 5, legacy(), m365()),
+            changed("b@example.com", 1, legacy(), m365()),
+            changed("c@example.com", 9, m365(), legacy()),
+            changed(
+                "d@example.com",
+                2,
+                legacy(),
+                refused("unknown", 550, "5.1.1"),
+            ),
+            changed("e@example.com", 2, m365(), refused("unknown", 550, "5.1.1")),
+            changed(
+                "f@example.com",
+                0,
+                legacy(),
+                refused("relay denied", 554, "5.7.1"),
+            ),
+            changed(
+                "g@example.com",
+                1,
+                legacy(),
+                refused("temporary failure", 451, "4.4.3"),
+            ),
+        ]);
+        assert_eq!(
+            summary(&groups, 10, 7),
+            "this change moves 3 recipients (15 messages in the last 7 days): 1 from m365 to legacy, 2 from legacy to m365; \
+             2 would become unknown (550 5.1.1); 1 would be refused as relaying (554 5.7.1); 1 would fail temporarily (451 4.4.3)"
+        );
+        let order: Vec<(&str, &str)> = groups
+            .iter()
+            .map(|g| (g.from.as_str(), g.to.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("m365", "legacy"),
+                ("legacy", "m365"),
+                ("legacy", "unknown (550 5.1.1)"),
+                ("m365", "unknown (550 5.1.1)"),
+                ("legacy", "relay denied (554 5.7.1)"),
+                ("legacy", "temporary failure (451 4.4.3)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_that_keeps_its_name_is_told_apart_by_what_it_does() {
+        let groups = group(vec![
+            changed(
+                "a@example.com",
+                1,
+                routed("legacy", "smtp:[192.0.2.25]:25", "a@example.com"),
+                routed("legacy", "smtp:[192.0.2.26]:25", "a@example.com"),
+            ),
+            changed(
+                "b@example.com",
+                1,
+                routed("m365", "smtp:m365.example", "b@example.com"),
+                routed("m365", "smtp:m365.example", "b@tenant.example"),
+            ),
+        ]);
+        let labels: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{} -> {}", g.from, g.to))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "legacy (smtp:[192.0.2.25]:25) -> legacy (smtp:[192.0.2.26]:25)",
+                "m365 -> m365 (recipient rewritten differently)",
+            ]
+        );
+    }
+}
