@@ -1,6 +1,7 @@
 //! The in-memory side of the journal: what the SMTP session touches for every accepted
 //! message. One mutex around a hash map from recipient key to its routes and counts; no
-//! I/O, and no allocation for a recipient already seen since the last flush.
+//! I/O, and no allocation for a recipient already seen since the last flush. Keys are
+//! inline up to 24 bytes (most addresses), which saves a cache miss per lookup.
 //!
 //! The map holds what arrived since the last flush (a delta), for the current UTC day;
 //! when a message arrives on a new day, the old day's delta is set aside for the flusher.
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 
@@ -66,7 +68,7 @@ impl Hits {
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
     pub(crate) day: Option<Day>,
-    pub(crate) map: HashMap<Box<str>, Hits>,
+    pub(crate) map: HashMap<CompactString, Hits>,
 }
 
 struct Hot {
@@ -146,7 +148,10 @@ impl Recorder {
                 },
                 EntryRef::Vacant(_) if full => overflowed += 1,
                 EntryRef::Vacant(e) => {
-                    e.insert_with_key(Box::from(key), Hits::One(new_hit(route, secs, generation)));
+                    e.insert_with_key(
+                        CompactString::from(key),
+                        Hits::One(new_hit(route, secs, generation)),
+                    );
                 }
             }
         }

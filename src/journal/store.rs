@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 
 use super::day::Day;
@@ -31,7 +32,7 @@ struct Entry {
 #[derive(Debug)]
 struct DayTable {
     day: Day,
-    map: HashMap<Box<str>, Vec<Entry>>,
+    map: HashMap<CompactString, Vec<Entry>>,
     dirty: bool,
 }
 
@@ -182,7 +183,10 @@ impl Store {
                 last_seen: row.last_seen,
             };
             add(
-                table.map.entry(row.recipient.into_boxed_str()).or_default(),
+                table
+                    .map
+                    .entry(CompactString::from(row.recipient))
+                    .or_default(),
                 entry,
             );
         }
