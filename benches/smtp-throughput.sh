@@ -4,13 +4,16 @@
 # and with connections reused) and with a pipelining client (examples/smtp_load.rs).
 # Median of RUNS runs. Usage: benches/smtp-throughput.sh [MESSAGES] [SESSIONS] [RUNS]
 # Needs: smtp-source (Debian package postfix). The spool goes under $SPOOL_BASE (default:
-# target/bench-spool, i.e. on the project's disk, not tmpfs).
+# target/bench-spool, i.e. on the project's disk, not tmpfs). JOURNAL=off turns the
+# recipient journal off, to measure its cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-5000}
 SESSIONS=${2:-20}
 RUNS=${3:-3}
 SIZE=4096
+JOURNAL=${JOURNAL:-on}
+case $JOURNAL in on) JOURNAL_ENABLED=true ;; off) JOURNAL_ENABLED=false ;; *) echo "JOURNAL must be on or off" >&2; exit 1 ;; esac
 command -v smtp-source >/dev/null || PATH="$PATH:/usr/sbin"
 command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)" >&2; exit 1; }
 
@@ -32,6 +35,8 @@ listen: ["127.0.0.1:$PORT"]
 spool: spool
 smtp:
   max_connections_per_ip: 1000
+journal:
+  enabled: $JOURNAL_ENABLED
 YAML
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -68,7 +73,7 @@ measure() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "splitmx front-end throughput: $MESSAGES messages of $SIZE bytes, $SESSIONS sessions, median of $RUNS"
+echo "splitmx front-end throughput: $MESSAGES messages of $SIZE bytes, $SESSIONS sessions, median of $RUNS, journal $JOURNAL"
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
 printf '%-44s %12s %16s\n' "client" "msgs/s" "CPU ms/msg"
 for kind in source-1 source-reuse pipelined; do

@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     /// Delivery: concurrency, timeouts, retries, DNS and outbound TLS.
     #[cfg(feature = "server")]
     pub delivery: crate::delivery::DeliveryConfig,
+    /// The recipient journal (under `<spool>/journal`).
+    #[cfg(feature = "server")]
+    pub journal: crate::journal::JournalConfig,
 }
 
 /// A configuration file that cannot be used.
@@ -92,6 +95,9 @@ struct RawConfig {
     #[cfg(feature = "server")]
     #[serde(default)]
     delivery: crate::delivery::DeliveryConfig,
+    #[cfg(feature = "server")]
+    #[serde(default)]
+    journal: crate::journal::JournalConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -131,6 +137,8 @@ impl Default for GatewayConfig {
             smtp: crate::smtp::SmtpConfig::default(),
             #[cfg(feature = "server")]
             delivery: crate::delivery::DeliveryConfig::default(),
+            #[cfg(feature = "server")]
+            journal: crate::journal::JournalConfig::default(),
         }
     }
 }
@@ -234,6 +242,8 @@ impl GatewayConfig {
             config.smtp.resolve_paths(base);
             config.delivery = raw.delivery;
             config.delivery.resolve_paths(base);
+            raw.journal.validate().map_err(|m| invalid(1, 1, m))?;
+            config.journal = raw.journal;
         }
         #[cfg(feature = "ldap")]
         {

@@ -34,6 +34,7 @@ pub mod config;
 #[cfg(any(feature = "server", feature = "ldap"))]
 mod duration;
 pub mod import;
+pub mod journal;
 pub mod routing;
 
 #[cfg(feature = "server")]

@@ -1,13 +1,18 @@
 //! The `splitmx` command line: argument parsing and dispatch to one file per command.
 //!
 //! Exit codes: 0 success, 1 the command ran and found a problem (bad tables, unknown
-//! recipient), 2 the command could not run (bad arguments, unreadable config).
+//! recipient) or, for `diff`, a change, 2 the command could not run (bad arguments,
+//! unreadable config).
 
 mod check;
+mod diff;
+mod diff_output;
 mod explain;
 mod import;
 #[cfg(feature = "server")]
 mod queue;
+mod report;
+mod report_html;
 #[cfg(feature = "server")]
 mod serve;
 
@@ -73,6 +78,52 @@ enum Command {
         #[command(subcommand)]
         what: ImportKind,
     },
+    /// Dry run of a routing change: which recipients the tables in DIR would route
+    /// differently. Exit 0: no change, 1: changes, 2: could not compare.
+    Diff {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The proposed routing directory (e.g. a checkout of the merge request).
+        #[arg(long, value_name = "DIR")]
+        against: PathBuf,
+        /// Use this routing directory as the live side instead of the configured one.
+        #[arg(long, value_name = "DIR")]
+        routing: Option<PathBuf>,
+        /// Check the recipients in FILE (one address per line, `#` comments) instead of
+        /// the journal's.
+        #[arg(long, value_name = "FILE")]
+        recipients: Option<PathBuf>,
+        /// Journal period in days: which recipients are checked, and their message counts.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        /// Last day of the period, YYYY-MM-DD (default: today, UTC).
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Migration progress from the recipient journal: share of recipients and messages
+    /// per route, and the recipients still on the old side.
+    Report {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Period in days.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        /// Last day of the period, YYYY-MM-DD (default: today, UTC).
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// The old side's routes (comma-separated or repeated): list who is still there.
+        #[arg(long, value_name = "ROUTE[,ROUTE]")]
+        old: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write a self-contained HTML page with a chart to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,15 +185,22 @@ impl ConfigArgs {
             ExitCode::from(2)
         })?;
         if let Some(dir) = routing {
-            let r = crate::routing::config::RoutingConfig::new(dir)
-                .with_hostname(&config.hostname)
-                .with_local_addresses(config.listen.clone())
-                .with_recipient_delimiter(config.routing.recipient_delimiter())
-                .with_max_table_bytes(config.routing.max_table_bytes());
-            config.routing = r;
+            config.routing = routing_in(&config, dir);
         }
         Ok(config)
     }
+}
+
+/// The configured routing settings, with the tables read from `dir` instead.
+pub(crate) fn routing_in(
+    config: &GatewayConfig,
+    dir: &std::path::Path,
+) -> crate::routing::config::RoutingConfig {
+    crate::routing::config::RoutingConfig::new(dir)
+        .with_hostname(&config.hostname)
+        .with_local_addresses(config.listen.clone())
+        .with_recipient_delimiter(config.routing.recipient_delimiter())
+        .with_max_table_bytes(config.routing.max_table_bytes())
 }
 
 /// Run the command line; returns the process exit code.
@@ -181,6 +239,41 @@ pub fn main() -> ExitCode {
         Command::Import {
             what: ImportKind::PostfixTransport(args),
         } => Ok(import::postfix_transport(args)),
+        Command::Diff {
+            config,
+            against,
+            routing,
+            recipients,
+            days,
+            until,
+            json,
+        } => config.load(routing.as_ref()).map(|c| {
+            let args = diff::Args {
+                against,
+                recipients,
+                days,
+                until,
+                json,
+            };
+            diff::run(&c, &args)
+        }),
+        Command::Report {
+            config,
+            days,
+            until,
+            old,
+            json,
+            html,
+        } => config.load(None).map(|c| {
+            let args = report::Args {
+                days,
+                until,
+                old,
+                json,
+                html,
+            };
+            report::run(&c, &args)
+        }),
     };
     result.unwrap_or_else(|code| code)
 }
@@ -244,15 +337,35 @@ pub(crate) fn load_router(config: &GatewayConfig) -> Result<crate::Router, ExitC
         eprintln!("splitmx: the routing tables have errors (run splitmx check)");
         ExitCode::from(2)
     })?;
+    Ok(match directory(config)? {
+        Some(d) => router.with_directory(d),
+        None => router,
+    })
+}
+
+/// The configured directory source, if any (one connection pool, to share between
+/// routers).
+pub(crate) fn directory(
+    config: &GatewayConfig,
+) -> Result<Option<std::sync::Arc<dyn crate::Directory>>, ExitCode> {
     #[cfg(feature = "ldap")]
     if let Some(ldap) = &config.ldap {
         let directory = crate::ldap::LdapDirectory::new(ldap.clone()).map_err(|e| {
             eprintln!("splitmx: {e}");
             ExitCode::from(2)
         })?;
-        return Ok(router.with_directory(std::sync::Arc::new(directory)));
+        return Ok(Some(std::sync::Arc::new(directory)));
     }
-    Ok(router)
+    #[cfg(not(feature = "ldap"))]
+    let _ = config;
+    Ok(None)
+}
+
+/// Print a command's output; a reader that went away (`| head`) is not an error.
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// A runtime for commands that await directory lookups.

@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::GatewayConfig;
 use crate::delivery::queue::{Queue, QueueContext};
 use crate::delivery::{Deliverer, control};
+use crate::journal::Journal;
 use crate::smtp::{Server, tls};
 use crate::spool::{Spool, SpoolOptions};
 
@@ -47,6 +48,19 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail("spool", &e),
     };
+    let journal = if config.journal.enabled {
+        let dir = crate::journal::journal_dir(&config.spool);
+        match Journal::open(&dir, &config.journal) {
+            Ok(j) => Some(Arc::new(j)),
+            // Reports are not worth refusing mail for.
+            Err(e) => {
+                tracing::error!(error = %e, "journal: cannot open; running without the recipient journal");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let server = match Server::bind(
         &config.listen,
         config.smtp.clone(),
@@ -58,7 +72,10 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     )
     .await
     {
-        Ok(s) => s,
+        Ok(s) => match &journal {
+            Some(j) => s.with_journal(Arc::clone(j)),
+            None => s,
+        },
         Err(e) => return fail("cannot listen", &e),
     };
     let (server, queue) = if config.delivery.enabled {
@@ -89,6 +106,7 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         );
         (server, None)
     };
+    let flusher = journal.as_ref().map(Journal::spawn_flusher);
     let pid_file = super::pid_file(&config);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
         tracing::warn!(file = %pid_file.display(), error = %e, "cannot write pid file; splitmx reload will not find the gateway");
@@ -127,6 +145,13 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     if let Some(queue) = queue {
         queue.stop(config.smtp.shutdown_grace).await;
         let _ = std::fs::remove_file(control::socket_path(&config.spool));
+    }
+    if let Some(journal) = &journal {
+        if let Some(f) = flusher {
+            f.abort();
+        }
+        // Every session has ended: this flush holds every message acknowledged.
+        journal.flush_blocking().await;
     }
     let _ = std::fs::remove_file(&pid_file);
     match spool.close().await {

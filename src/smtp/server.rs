@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::config::SmtpConfig;
 use super::conn::Conn;
 use super::session::{End, Session};
+use crate::journal::Journal;
 use crate::routing::hops::LoopPolicy;
 use crate::routing::router::Router;
 use crate::spool::{NewMessage, Spool};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Told of every message once it is durable (after the fsync, before the `250`).
     pub on_queued: Option<QueuedHook>,
+    /// Where accepted recipients are counted, when the journal is on.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// A function told of every message the front end has made durable; the queue manager
@@ -111,12 +114,23 @@ impl Server {
             tls,
             shutdown,
             on_queued: None,
+            journal: None,
         });
         Ok(Server {
             shared,
             listeners,
             stop,
         })
+    }
+
+    /// Count every accepted recipient in `journal` (before [`Server::run`]).
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Server {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.journal = Some(journal),
+            // Only `run` shares the state; before it this Server holds the one reference.
+            None => tracing::error!("journal attached after the server started; not recording"),
+        }
+        self
     }
 
     /// The addresses actually bound (port 0 resolved).

@@ -506,6 +506,14 @@ impl Session {
                     hook(new);
                 }
                 tracing::info!(client = %self.peer, queue_id = %id, size, recipients = tx.recipients.len(), "message queued");
+                if let Some(journal) = &self.shared.journal {
+                    journal.record(
+                        SystemTime::now(),
+                        tx.recipients
+                            .iter()
+                            .map(|a| (a.original.key(), &a.routed.route)),
+                    );
+                }
                 conn.queue(&line(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             Err(e) => {

@@ -62,6 +62,8 @@ pub struct Options {
     /// so what they accepted stays in the spool to be inspected; delivery tests replace
     /// it with [`Options::delivery`].
     pub delivery: Vec<String>,
+    /// Top-level lines appended to the config (e.g. `journal: { flush_interval: 1s }`).
+    pub config: Vec<String>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             tls: false,
             env: Vec::new(),
             delivery: vec!["enabled: false".to_string()],
+            config: Vec::new(),
         }
     }
 }
@@ -102,6 +105,12 @@ impl Options {
     /// Set an environment variable for the gateway process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Append a top-level line to the config file.
+    pub fn config(mut self, line: &str) -> Self {
+        self.config.push(line.to_string());
         self
     }
 
@@ -208,6 +217,10 @@ impl Gateway {
             for line in &self.options.delivery {
                 text.push_str(&format!("  {line}\n"));
             }
+        }
+        for line in &self.options.config {
+            text.push_str(line);
+            text.push('\n');
         }
         std::fs::write(&self.config, text).expect("write config");
     }
