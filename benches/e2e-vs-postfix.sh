@@ -144,13 +144,14 @@ SX_PID=""
 PF_STARTED=0
 BG=()    # smtp-source processes in flight
 MON=""   # the memory monitor of the run in flight
+POLL=""  # the sink poller in flight
 
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
 cleanup() {
     local rc=$? p
     trap - EXIT INT TERM
-    for p in "${BG[@]}" "$MON"; do pid_alive "$p" && kill "$p" 2>/dev/null; done
+    for p in "${BG[@]}" "$MON" "$POLL"; do pid_alive "$p" && kill "$p" 2>/dev/null; done
     if pid_alive "$SX_PID"; then
         kill "$SX_PID" 2>/dev/null
         for _ in $(seq 50); do pid_alive "$SX_PID" || break; sleep 0.1; done
@@ -226,9 +227,20 @@ sink_count() {
 }
 
 # wait_delivered TARGET FILE BASE [FILE BASE ...]: poll the sinks' counters every 20 ms
-# until they have received TARGET messages more than BASE in all. Prints the number
-# received; fails after STALL_TIMEOUT s without progress or RUN_TIMEOUT s in all.
+# until they have received TARGET messages more than BASE in all. Sets GOT to the number
+# received; fails after STALL_TIMEOUT s without progress or RUN_TIMEOUT s in all. The
+# poller runs in the background so that a signal to this script is handled at once.
 wait_delivered() {
+    local rc
+    poll_sinks "$@" >"$RUNDIR/poll.out" &
+    POLL=$!
+    wait "$POLL"
+    rc=$?
+    POLL=""
+    GOT=$(cat "$RUNDIR/poll.out")
+    return $rc
+}
+poll_sinks() {
     perl -e '
         my ($target, $stall, $total, @fb) = @ARGV;
         my $start = time; my $last = -1; my $progress = time;
@@ -289,7 +301,16 @@ monitor() {
         }' "$@"
 }
 
-busy_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# CPU ticks the whole machine spent: "busy" (user, nice, system, irq, softirq, steal) and
+# "procs" (user, nice, system: what processes are charged with).
+machine_ticks() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4; exit }' /proc/stat; }
+# CPU ticks of everything this script started: itself and its children (smtp-source, the
+# sinks, splitmx, exited helpers) and our Postfix instance. The rest is other tenants'.
+our_ticks() {
+    local master=""
+    [ "$PF_STARTED" = 1 ] && master=$(pf_master_pid 2>/dev/null)
+    tree_ticks "$$" "$master"
+}
 
 # ------------------------------------------------------------------------ the job
 # Expected recipients of a run of M messages: process I sends 1user@ .. M_Iuser@.
@@ -499,7 +520,7 @@ expect_refusal() {
 run_one() {
     local kind=$1 mode=$2 m=$3 tag=$4
     local port root="" sinks s base=() c0=0 c1=0 bz0 bz1 t0 t1 t2 got rc memf=$RUNDIR/$tag.mem
-    local rss=0 pss=0 v status
+    local rss=0 pss=0 v status o0 o1 pr0 pr1
     case $kind in
         ceiling) port=${SINK_PORT[ceiling]}; sinks="ceiling" ;;
         postfix) port=$PF_PORT; root=$(pf_master_pid); sinks="local suite" ;;
@@ -515,17 +536,20 @@ run_one() {
         monitor "$memf" "$root" &
         MON=$!
     fi
-    bz0=$(busy_ticks)
+    read -r bz0 pr0 <<<"$(machine_ticks)"
+    o0=$(our_ticks)
     t0=$(now)
     if ! blast "$port" "$m" "$tag" "$mode"; then
         die "$kind: smtp-source failed: $(cat "$RUNDIR/$tag".src*.log | sort | uniq -c | head -n 5)"
     fi
     t1=$(now)
-    got=$(wait_delivered "$m" "${base[@]}")
+    wait_delivered "$m" "${base[@]}"
     rc=$?
+    got=$GOT
     t2=$(now)
     if [ $rc -ne 0 ]; then
-        log "$kind: only $got of $m delivered after $(calc %.0f "$t2 - $t0") s (smtp-source finished after $(calc %.1f "$t1 - $t0") s: the front end accepted all $m; no new delivery for ${STALL_TIMEOUT} s)"
+        log "$kind: only $got of $m delivered after $(calc %.0f "$t2 - $t0") s; the front end had accepted all $m after $(calc %.1f "$t1 - $t0") s (limits: STALL_TIMEOUT=$STALL_TIMEOUT s without a new delivery, RUN_TIMEOUT=$RUN_TIMEOUT s in all)"
+        [ "$kind" = splitmx ] && ! pid_alive "$SX_PID" && log "splitmx is no longer running"
         [ "$kind" = splitmx ] && [ "$got" -eq 0 ] &&
             log "splitmx delivered nothing at all: does this build deliver from its spool yet? ($SPLITMX)"
         case $kind in
@@ -535,7 +559,8 @@ run_one() {
         die "$kind: only $got of $m delivered after $(calc %.0f "$t2 - $t0") s"
     fi
     sleep "$SETTLE"
-    bz1=$(busy_ticks)
+    read -r bz1 pr1 <<<"$(machine_ticks)"
+    o1=$(our_ticks)
     if [ -n "$root" ]; then
         c1=$(tree_ticks "$root")
         kill "$MON" 2>/dev/null
@@ -569,6 +594,8 @@ run_one() {
     R_RSS=$(calc %.1f "$rss / 1024")
     R_PSS=$(calc %.1f "$pss / 1024")
     R_BUSY=$(calc %.2f "($bz1 - $bz0) / $HZ / ($t2 - $t0 + $SETTLE)")
+    R_OTHERS=$(calc %.2f "($pr1 - $pr0 - ($o1 - $o0)) / $HZ / ($t2 - $t0 + $SETTLE)")
+    case $R_OTHERS in -*) R_OTHERS=0.00 ;; esac
 }
 
 # ------------------------------------------------------------------------ main
@@ -610,8 +637,8 @@ echo "# e2e-vs-postfix $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname): $(nproc) core
 echo "# postfix $(postconf -c "$PF_ETC" -h mail_version 2>/dev/null || postconf -h mail_version)$(case " $GATEWAYS " in *" splitmx "*) echo "; splitmx $("$SPLITMX" --version 2>/dev/null | head -n 1) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))" ;; esac)"
 echo "# queues on $QUEUE_FS ($(df --output=source "$WORK" | tail -n 1)); load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# $MESSAGES messages per run, $SIZE-byte bodies, 1 recipient each, $SESSIONS sessions from $P smtp-source processes; $RUNS rounds"
-printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s  %s\n' \
-    gateway mode run front/s e2e/s e2e_s cpu_ms rss_MiB pss_MiB local suite busy check
+printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s %6s  %s\n' \
+    gateway mode run front/s e2e/s e2e_s cpu_ms rss_MiB pss_MiB local suite busy others check
 ROWS=$RUNDIR/rows
 : >"$ROWS"
 FAILED=0
@@ -629,9 +656,9 @@ for ((r = 1; r <= RUNS; r++)); do
                 rss=$R_RSS pss=$R_PSS cpu=$R_CPU
             fi
             [ "$R_EXACT" = 1 ] || FAILED=1
-            printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s  %s\n' "$kind" "$mode" "$r" \
-                "$R_FRONT" "$R_E2E" "$R_SECS" "$cpu" "$rss" "$pss" "$R_LOCAL" "$R_SUITE" "$R_BUSY" "$R_STATUS"
-            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT" >>"$ROWS"
+            printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s %6s  %s\n' "$kind" "$mode" "$r" \
+                "$R_FRONT" "$R_E2E" "$R_SECS" "$cpu" "$rss" "$pss" "$R_LOCAL" "$R_SUITE" "$R_BUSY" "$R_OTHERS" "$R_STATUS"
+            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT $R_OTHERS" >>"$ROWS"
         done
     done
 done
@@ -688,7 +715,14 @@ peak RSS: splitmx: VmHWM of its process during the run; Postfix: the largest sum
   largest sum of Pss (shared pages divided among their users), sampled every 0.5 s, for both.
 recipients: counted one by one in the sinks' dumps; "exact" means each recipient arrived once,
   at the sink the map names, and no other recipient arrived.
+busy: cores busy machine-wide during the run; others: of those, cores used by processes this
+  script did not start (other tenants). Compare figures only from runs where others is ~0.
 EOF
+others=$(awk '$1 != "ceiling" { print $12 }' "$ROWS" | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }')
+if awk -v o="$others" 'BEGIN { exit !(o > 0.2) }'; then
+    echo "# WARNING: other processes used a median $others cores during the gateway runs: the machine was"
+    echo "# not quiet, and these figures are lower than it can do (the ratio is still measured alike)."
+fi
 echo "# load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$FAILED" = 1 ]; then
     log "FAILED: some run did not deliver exactly the expected recipients to each sink (see the check column)"
