@@ -14,8 +14,12 @@
 # over SESSIONS concurrent sessions, split over SOURCES smtp-source processes so that the
 # generator can use more than one core. `-N` numbers the recipients 1user@, 2user@, ... in
 # each process, so every session alternates between the two backends and the expected
-# split is known exactly. Two modes: "conn", a new connection per message, and "reuse"
-# (smtp-source -d), one connection per session for all of its messages.
+# split is known exactly (with the defaults, each process sends to 1user@ ... 5000user@:
+# 5,000 messages per backend). Two modes: "conn", a new connection per message, and
+# "reuse" (smtp-source -d), one connection per session for all of its messages.
+# smtp-sink's counter (-c) counts messages, not recipients, so each sink also appends every
+# transaction to a dump file (-D, on tmpfs) from which the recipients are counted; that
+# costs the sinks about a third more CPU, in the ceiling run too.
 #
 # Per round and mode: the ceiling (smtp-source straight into an smtp-sink, same flags),
 # then Postfix, then splitmx; RUNS rounds, so the gateways alternate. Per run: front-end
@@ -240,11 +244,14 @@ wait_delivered() {
     GOT=$(cat "$RUNDIR/poll.out")
     return $rc
 }
+# poll_sinks and monitor run only in the background: `exec` makes $! the perl process
+# itself (killing a backgrounded function's subshell would orphan its perl), and both
+# stop by themselves if this script goes away.
 poll_sinks() {
-    perl -e '
+    exec perl -e '
         my ($target, $stall, $total, @fb) = @ARGV;
-        my $start = time; my $last = -1; my $progress = time;
-        while (1) {
+        my $start = time; my $last = -1; my $progress = time; my $parent = getppid();
+        while (getppid() == $parent) {
             my $sum = 0;
             for (my $i = 0; $i < @fb; $i += 2) {
                 open(my $fh, "<", $fb[$i]) or next;
@@ -257,7 +264,8 @@ poll_sinks() {
             if ($sum != $last) { $last = $sum; $progress = time }
             if (time - $progress > $stall || time - $start > $total) { print "$sum\n"; exit 1 }
             select(undef, undef, undef, 0.02);
-        }' "$1" "$STALL_TIMEOUT" "$RUN_TIMEOUT" "${@:2}"
+        }
+        exit 1;' "$1" "$STALL_TIMEOUT" "$RUN_TIMEOUT" "${@:2}"
 }
 
 # CPU ticks (user + system, plus those of reaped children) of the process trees under PIDS.
@@ -279,11 +287,12 @@ tree_ticks() {
 # monitor OUTFILE PID...: every 0.5 s, sum VmRSS and Pss over the process trees under
 # PIDS; keeps the largest sums (kB) in OUTFILE as "rss pss processes". Runs until killed.
 monitor() {
-    perl -e '
+    exec perl -e '
         my ($out, @roots) = @ARGV; my ($max_rss, $max_pss, $max_n) = (0, 0, 0);
         sub field { my ($file, $key) = @_; open(my $f, "<", $file) or return 0;
             while (<$f>) { return $1 if /^\Q$key\E:\s+(\d+)/ } return 0 }
-        while (1) {
+        my $parent = getppid();
+        while (getppid() == $parent) {
             my %parent;
             opendir(my $d, "/proc") or die; for my $p (grep { /^\d+$/ } readdir $d) {
                 open(my $f, "<", "/proc/$p/stat") or next; my $s = <$f>; close $f;
