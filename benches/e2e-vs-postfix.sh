@@ -110,16 +110,24 @@ done
 for c in perl awk timeout getconf find; do command -v $c >/dev/null || die "$c not found"; done
 id postfix >/dev/null 2>&1 || die "no 'postfix' user: install Postfix (apt-get install -y postfix)"
 mkdir -p "$BENCH_DIR" || die "cannot create BENCH_DIR $BENCH_DIR"
-[ -d "$DUMP_DIR" ] && [ -w "$DUMP_DIR" ] || DUMP_DIR=$BENCH_DIR
+if [ ! -d "$DUMP_DIR" ] || [ ! -w "$DUMP_DIR" ]; then
+    log "no $DUMP_DIR: the sinks' dumps go to $BENCH_DIR, on the queues' disk"
+    DUMP_DIR=$BENCH_DIR
+fi
 
 # ------------------------------------------------------------------------ splitmx binary
 case " $GATEWAYS " in *" splitmx "*)
     if [ -z "$SPLITMX" ]; then
         SPLITMX=${CARGO_TARGET_DIR:-$ROOT/target}/release/splitmx
-        stale=""
-        [ -x "$SPLITMX" ] && stale=$(cd "$ROOT" && find src Cargo.toml Cargo.lock -newer "$SPLITMX" -print -quit 2>/dev/null)
-        if [ ! -x "$SPLITMX" ] || [ -n "$stale" ]; then
-            command -v cargo >/dev/null || die "$SPLITMX is ${stale:+older than $stale}${stale:-missing} and cargo is not installed (or set SPLITMX=path)"
+        why=""
+        if [ ! -x "$SPLITMX" ]; then
+            why="missing"
+        else
+            newer=$(cd "$ROOT" && find src Cargo.toml Cargo.lock -newer "$SPLITMX" -print -quit 2>/dev/null)
+            [ -n "$newer" ] && why="older than $newer"
+        fi
+        if [ -n "$why" ]; then
+            command -v cargo >/dev/null || die "$SPLITMX is $why and cargo is not installed (or set SPLITMX=path)"
             log "building splitmx: cargo build --release --bin splitmx"
             (cd "$ROOT" && cargo build --release --bin splitmx) || die "cargo build --release failed"
         fi
@@ -129,20 +137,8 @@ case " $GATEWAYS " in *" splitmx "*)
 esac
 
 # ------------------------------------------------------------------------ scratch + cleanup
-WORK=$(mktemp -d "$BENCH_DIR/e2e-vs-postfix.XXXXXX") || die "mktemp in $BENCH_DIR"
-DUMPS=$(mktemp -d "$DUMP_DIR/e2e-vs-postfix-dumps.XXXXXX") || die "mktemp in $DUMP_DIR"
-# Postfix's daemons and the sinks run as the postfix user: they must reach these.
-chmod 755 "$WORK" "$DUMPS"
-chown postfix: "$DUMPS"
-PF=$WORK/postfix
-PF_ETC=$PF/etc
-SX=$WORK/splitmx
-SINKS=$WORK/sinks
-RUNDIR=$WORK/runs
-mkdir -p "$PF_ETC" "$PF/queue" "$PF/data" "$PF/log" "$SX/routing" "$SINKS" "$RUNDIR"
-chown postfix: "$PF/data"
-chmod 700 "$PF/data"
-
+WORK=""
+DUMPS=""
 declare -A SINK_PID SINK_PORT
 SX_PID=""
 PF_STARTED=0
@@ -171,17 +167,31 @@ cleanup() {
     fi
     for p in "${SINK_PID[@]}"; do pid_alive "$p" && kill "$p" 2>/dev/null; done
     wait 2>/dev/null
-    if [ "$KEEP" = 1 ]; then
-        log "kept $WORK (sink dumps were in $DUMPS)"
-        rm -rf "$DUMPS"
+    if [ "$KEEP" = 1 ] && [ -n "$WORK" ]; then
+        log "kept $WORK"
     else
-        rm -rf "$WORK" "$DUMPS"
+        [ -n "$WORK" ] && rm -rf "$WORK"
     fi
+    [ -n "$DUMPS" ] && rm -rf "$DUMPS"
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+WORK=$(mktemp -d "$BENCH_DIR/e2e-vs-postfix.XXXXXX") || die "mktemp in $BENCH_DIR"
+DUMPS=$(mktemp -d "$DUMP_DIR/e2e-vs-postfix-dumps.XXXXXX") || die "mktemp in $DUMP_DIR"
+# Postfix's daemons and the sinks run as the postfix user: they must reach these.
+chmod 755 "$WORK" "$DUMPS"
+chown postfix: "$DUMPS"
+PF=$WORK/postfix
+PF_ETC=$PF/etc
+SX=$WORK/splitmx
+SINKS=$WORK/sinks
+RUNDIR=$WORK/runs
+mkdir -p "$PF_ETC" "$PF/queue" "$PF/data" "$PF/log" "$SX/routing" "$SINKS" "$RUNDIR"
+chown postfix: "$PF/data"
+chmod 700 "$PF/data"
 
 # ------------------------------------------------------------------------ ports, processes
 # N free TCP ports on 127.0.0.1, all different.
