@@ -1,6 +1,8 @@
 //! Delivery status notifications as the sender receives them: built from a spooled
 //! message and recipient results, then read back field by field.
 
+#![cfg(feature = "server")]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use splitmx::delivery::bounce::{

@@ -4,6 +4,8 @@
 //! next hop just before a kill, before the result reached the spool) are counted and
 //! printed, not hidden.
 
+#![cfg(feature = "server")]
+
 mod peers;
 mod support;
 

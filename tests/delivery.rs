@@ -4,6 +4,8 @@
 //! Every assertion is on what a user would see: bytes at the backends, notices in
 //! mailboxes, the queue as `splitmx queue` shows it, log lines.
 
+#![cfg(feature = "server")]
+
 mod peers;
 mod support;
 

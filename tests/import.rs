@@ -6,6 +6,8 @@
 //! is checked against Postfix itself (`postmap -q` on the fixture, searched in
 //! trivial-rewrite's order), the splitmx column against the tables loaded by `Router`.
 
+#![cfg(all(feature = "cli", feature = "server"))]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Maildir delivery on a real file system: what lands where, byte for byte, and what is
 //! refused.
 
+#![cfg(feature = "server")]
+
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
