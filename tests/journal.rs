@@ -131,7 +131,7 @@ fn report_counts_exactly_the_accepted_messages_after_a_graceful_stop() {
             [
                 "bob@example.com",
                 "local",
-                "maildir:mail/{domain}/{user}",
+                "maildir:{domain}/{user}",
                 "1"
             ],
             ["known@example.org", "route_b", "smtp:[192.0.2.2]:25", "1"],
