@@ -128,12 +128,7 @@ fn report_counts_exactly_the_accepted_messages_after_a_graceful_stop() {
         rows,
         [
             ["alice@example.com", "route_a", "smtp:[192.0.2.1]:25", "2"],
-            [
-                "bob@example.com",
-                "local",
-                "maildir:{domain}/{user}",
-                "1"
-            ],
+            ["bob@example.com", "local", "maildir:{domain}/{user}", "1"],
             ["known@example.org", "route_b", "smtp:[192.0.2.2]:25", "1"],
         ]
     );

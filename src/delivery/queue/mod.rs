@@ -593,6 +593,7 @@ impl<A: Agent> Queue<A> {
                 result = r.kind.as_str(),
                 status = %r.status,
                 detail = %r.detail,
+                version = %envelope.table_version,
                 "delivery"
             );
             let state = match r.kind {
