@@ -75,6 +75,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
     d.deserialize_any(DurationVisitor)
 }
 
+#[cfg(feature = "ldap")]
 pub(crate) fn deserialize_opt<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
