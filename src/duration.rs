@@ -32,6 +32,7 @@ pub(crate) fn parse(s: &str) -> Result<Duration, String> {
 }
 
 /// The largest whole unit that divides `d`: `5d`, `4h`, `90s`, `500ms`.
+#[cfg(feature = "server")]
 pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [
