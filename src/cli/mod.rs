@@ -9,6 +9,7 @@ mod diff;
 mod diff_output;
 mod explain;
 mod import;
+mod log_writer;
 #[cfg(feature = "server")]
 mod queue;
 mod report;
@@ -205,7 +206,7 @@ pub(crate) fn routing_in(
 
 /// Run the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    init_logging();
+    let _log_flush = init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load(None).map(serve_command),
@@ -379,23 +380,35 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn init_logging() {
+/// Logging to stderr, filtered by `SPLITMX_LOG`. `serve` logs through a writer thread
+/// (see `log_writer`); the returned guard writes what is buffered when `main` returns.
+fn init_logging() -> Option<log_writer::LogFlush> {
     use tracing_subscriber::EnvFilter;
-    let default = if std::env::args().nth(1).as_deref() == Some("serve") {
-        "info"
-    } else {
-        "warn"
-    };
+    let serve = std::env::args().nth(1).as_deref() == Some("serve");
+    let default = if serve { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env("SPLITMX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Colour only for a person at a terminal, never in a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = std::env::var("SPLITMX_LOG_FORMAT").as_deref() == Ok("json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let _ = if std::env::var("SPLITMX_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
+    if serve {
+        let (writer, flush) = log_writer::start();
+        let builder = builder.with_writer(writer);
+        let _ = if json {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
+        Some(flush)
     } else {
-        builder.try_init()
-    };
+        let builder = builder.with_writer(std::io::stderr);
+        let _ = if json {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
+        None
+    }
 }
