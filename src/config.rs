@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     /// The recipient journal (under `<spool>/journal`).
     #[cfg(feature = "server")]
     pub journal: crate::journal::JournalConfig,
+    /// The Prometheus endpoint.
+    #[cfg(feature = "server")]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// A configuration file that cannot be used.
@@ -98,6 +101,9 @@ struct RawConfig {
     #[cfg(feature = "server")]
     #[serde(default)]
     journal: crate::journal::JournalConfig,
+    #[cfg(feature = "server")]
+    #[serde(default)]
+    metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,6 +145,8 @@ impl Default for GatewayConfig {
             delivery: crate::delivery::DeliveryConfig::default(),
             #[cfg(feature = "server")]
             journal: crate::journal::JournalConfig::default(),
+            #[cfg(feature = "server")]
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -244,6 +252,7 @@ impl GatewayConfig {
             config.delivery.resolve_paths(base);
             raw.journal.validate().map_err(|m| invalid(1, 1, m))?;
             config.journal = raw.journal;
+            config.metrics = raw.metrics;
         }
         #[cfg(feature = "ldap")]
         {

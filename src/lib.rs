@@ -41,6 +41,8 @@ pub mod routing;
 pub mod delivery;
 #[cfg(feature = "ldap")]
 pub mod ldap;
+#[cfg(any(feature = "server", feature = "ldap"))]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod smtp;
 #[cfg(feature = "server")]

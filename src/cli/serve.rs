@@ -106,6 +106,21 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         );
         (server, None)
     };
+    let metrics_endpoint = match config.metrics.listen {
+        Some(addr) => {
+            let listener = match crate::metrics::http::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return fail("cannot listen", &e),
+            };
+            let m = crate::metrics::metrics();
+            m.set_router(&router);
+            m.set_queue_probe(crate::metrics::spool_probe(spool.clone()));
+            let bound = listener.local_addr().map_or(addr, |a| a);
+            tracing::info!(listen = %bound, "metrics listening");
+            Some(tokio::spawn(crate::metrics::http::serve(listener)))
+        }
+        None => None,
+    };
     let flusher = journal.as_ref().map(Journal::spawn_flusher);
     let pid_file = super::pid_file(&config);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
@@ -142,6 +157,9 @@ async fn serve(config: GatewayConfig) -> ExitCode {
     });
     server.run(shutdown_signal()).await;
     hup.abort();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     if let Some(queue) = queue {
         queue.stop(config.smtp.shutdown_grace).await;
         let _ = std::fs::remove_file(control::socket_path(&config.spool));

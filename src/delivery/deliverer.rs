@@ -140,6 +140,7 @@ impl Agent for Deliverer {
             (None, Some(peer)) => {
                 self.self_loops
                     .fetch_add(tx.recipients.len() as u64, Ordering::Relaxed);
+                crate::metrics::metrics().self_loops(tx.recipients.len() as u64);
                 all(self.guard.result(&peer))
             }
             (None, None) => all(RcptResult::local(

@@ -138,6 +138,7 @@ impl LdapDirectory {
             .and_then(|c| c.fresh(key, Instant::now()))
         {
             tracing::debug!(rcpt = %rcpt, found = cached.found.is_some(), age_s = cached.age.as_secs(), "ldap cache hit");
+            crate::metrics::metrics().ldap_cache("hit");
             let Cached { found, age } = cached;
             return Trail {
                 answer: Ok(found),
@@ -150,8 +151,19 @@ impl LdapDirectory {
         }
         let started = Instant::now();
         let answer = self.search(&filter).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let took = started.elapsed();
+        let elapsed_ms = took.as_millis() as u64;
         let cache = self.cache.is_some();
+        let m = crate::metrics::metrics();
+        if cache {
+            m.ldap_cache("miss");
+        }
+        let outcome = match &answer {
+            Ok((_, Some(_))) => "found",
+            Ok((_, None)) => "not_found",
+            Err(_) => "error",
+        };
+        m.ldap_lookup(outcome, took);
         match answer {
             Ok((server, found)) => {
                 let found = found.map(Arc::new);
@@ -188,6 +200,7 @@ impl LdapDirectory {
                     .and_then(|c| c.stale(key, Instant::now()));
                 match stale {
                     Some((found, age)) => {
+                        m.ldap_cache("stale");
                         tracing::warn!(rcpt = %rcpt, dn = %found.dn, age_s = age.as_secs(), "ldap: routing from the last known entry while the directory fails");
                         Trail {
                             answer: Ok(Some(found)),

@@ -224,6 +224,7 @@ async fn connection(
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
 ) {
+    let _open = crate::metrics::metrics().session();
     let Ok(_permit) = total.try_acquire() else {
         tracing::warn!(client = %peer, "connection refused: too many connections");
         let _ = stream

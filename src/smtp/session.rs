@@ -18,6 +18,7 @@ use super::conn::{Conn, Line, ReadError};
 use super::data::{DataError, DataReceiver};
 use super::received::Stamp;
 use super::server::Shared;
+use crate::metrics::metrics;
 use crate::routing::address::Address;
 use crate::routing::resolve::{Outcome, Routed, Unrouted};
 use crate::routing::route::{RouteKind, TlsPolicy};
@@ -408,6 +409,7 @@ impl Session {
         let body = match body {
             Ok(b) => b,
             Err(DataError::TooBig) => {
+                metrics().refused("too_big");
                 let max = config.max_message_size;
                 return self.error(
                     conn,
@@ -417,6 +419,7 @@ impl Session {
                 );
             }
             Err(DataError::LineTooLong) => {
+                metrics().refused("line_too_long");
                 let max = config.max_text_line;
                 return self.error(
                     conn,
@@ -432,6 +435,7 @@ impl Session {
             .check_with_hostname(&hops, &self.shared.hostname)
         {
             let (code, status, text) = e.reply();
+            metrics().refused("loop");
             tracing::warn!(client = %self.peer, queue_id = %tx.id, received = hops.received, self_passes = hops.self_passes, error = %e, "message refused: mail loop");
             conn.queue(&line(code, status, &text));
             return Flow::Continue;
@@ -502,6 +506,7 @@ impl Session {
         let new = Arc::new(new);
         match self.shared.spool.commit_shared(Arc::clone(&new)).await {
             Ok(id) => {
+                metrics().spooled(size as u64);
                 if let Some(hook) = &self.shared.on_queued {
                     hook(new);
                 }
@@ -517,6 +522,7 @@ impl Session {
                 conn.queue(&line(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             Err(e) => {
+                metrics().refused("spool");
                 tracing::error!(client = %self.peer, queue_id = %tx.id, error = %e, "spool write failed, message not accepted");
                 conn.queue(&line(
                     451,
@@ -553,6 +559,24 @@ fn postmaster(shared: &Shared) -> Option<Address> {
     Address::parse(&format!("postmaster@{domain}")).ok()
 }
 
+/// The RCPT answer in `splitmx_recipients_total`.
+fn count_recipient(outcome: &Outcome) {
+    let m = metrics();
+    match outcome {
+        Outcome::Routed(r) => {
+            let route = r.route.name();
+            match r.route.kind() {
+                RouteKind::Reject(_) => m.recipient("rejected", "route_reject", route),
+                RouteKind::Defer(_) => m.recipient("deferred", "route_defer", route),
+                _ => m.recipient("accepted", "ok", route),
+            }
+        }
+        Outcome::Unrouted(Unrouted::UnknownUser) => m.recipient("rejected", "unknown", ""),
+        Outcome::Unrouted(Unrouted::RelayDenied) => m.recipient("rejected", "relay_denied", ""),
+        Outcome::TempFail { .. } => m.recipient("deferred", "directory", ""),
+    }
+}
+
 fn log_recipient(
     id: &QueueId,
     client: SocketAddr,
@@ -563,6 +587,7 @@ fn log_recipient(
     reply: &crate::routing::route::Reply,
 ) {
     let reply = format!("{} {}", reply.code, reply.status);
+    count_recipient(outcome);
     match outcome {
         Outcome::Routed(r) => tracing::info!(
             queue_id = %id, client = %client, sender, rcpt = %rcpt, route = r.route.name(),

@@ -578,6 +578,8 @@ impl<A: Agent> Queue<A> {
         for (&i, r) in job.indices.iter().zip(&results) {
             let rcpt = envelope.recipients.get(i);
             let stats = &self.inner.stats;
+            crate::metrics::metrics()
+                .delivery(rcpt.map_or("", |r| r.route.as_str()), r.kind.as_str());
             match r.kind {
                 ResultKind::Delivered => stats.delivered.fetch_add(1, Ordering::Relaxed),
                 ResultKind::Deferred => stats.deferred.fetch_add(1, Ordering::Relaxed),
