@@ -403,7 +403,6 @@ mod tests {
             "# TYPE splitmx_recipients counter",
             "# TYPE splitmx_spooled_bytes counter",
             "# TYPE splitmx_ldap_lookup_duration_seconds histogram",
-            "# TYPE splitmx_queue_oldest_message_age_seconds gauge",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
