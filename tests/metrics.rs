@@ -292,4 +292,8 @@ fn a_port_already_taken_is_a_clear_startup_error() {
         err.contains(&format!("metrics endpoint 127.0.0.1:{port}")),
         "{err}"
     );
+    assert!(
+        !dir.path().join("spool").exists(),
+        "nothing is opened before the endpoint is bound"
+    );
 }

@@ -36,6 +36,14 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         Ok(r) => Arc::new(r),
         Err(code) => return code,
     };
+    // Bound before anything else opens, so a taken port leaves nothing half started.
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => match crate::metrics::http::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return fail("cannot listen", &e),
+        },
+        None => None,
+    };
     let acceptor = match (&config.smtp.tls_cert, &config.smtp.tls_key) {
         (Some(cert), Some(key)) => match tls::acceptor(cert, key) {
             Ok(a) => Some(a),
@@ -106,21 +114,15 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         );
         (server, None)
     };
-    let metrics_endpoint = match config.metrics.listen {
-        Some(addr) => {
-            let listener = match crate::metrics::http::bind(addr).await {
-                Ok(l) => l,
-                Err(e) => return fail("cannot listen", &e),
-            };
-            let m = crate::metrics::metrics();
-            m.set_router(&router);
-            m.set_queue_probe(crate::metrics::spool_probe(spool.clone()));
-            let bound = listener.local_addr().map_or(addr, |a| a);
+    let metrics_endpoint = metrics_listener.map(|listener| {
+        let m = crate::metrics::metrics();
+        m.set_router(&router);
+        m.set_queue_probe(crate::metrics::spool_probe(spool.clone()));
+        if let Ok(bound) = listener.local_addr() {
             tracing::info!(listen = %bound, "metrics listening");
-            Some(tokio::spawn(crate::metrics::http::serve(listener)))
         }
-        None => None,
-    };
+        tokio::spawn(crate::metrics::http::serve(listener))
+    });
     let flusher = journal.as_ref().map(Journal::spawn_flusher);
     let pid_file = super::pid_file(&config);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
