@@ -1,5 +1,5 @@
-//! kill -9 while a backlog drains: the gateway is SIGKILLed at random moments, at least
-//! 50 times, while it delivers a queue of messages to smtp-sink, and restarted each time.
+//! kill -9 while a backlog drains: the gateway is SIGKILLed at random moments (after a
+//! random number of deliveries, or a random time), at least 50 times, while it delivers a queue of messages to smtp-sink, and restarted each time.
 //! At the end every message must have arrived; duplicates (a recipient accepted by the
 //! next hop just before a kill, before the result reached the spool) are counted and
 //! printed, not hidden.
@@ -51,8 +51,21 @@ fn kill_9_during_delivery_loses_nothing() {
     let mut rng = Rng::from_time();
     let mut delivered_at_kill = Vec::new();
     for _ in 0..KILLS {
+        let before = sink.count();
         gw.restart();
-        std::thread::sleep(Duration::from_millis(rng.range(5, 120)));
+        // A kill lands after a random number of deliveries (1..24) or a random time,
+        // whichever comes first: on a fast machine a fixed delay would let the whole
+        // backlog drain in the first few rounds, and the kills would hit an idle queue.
+        // One round in five kills early, while the queue is still being loaded.
+        let (target, cap) = if rng.range(0, 5) == 0 {
+            (usize::MAX, rng.range(0, 40))
+        } else {
+            (before + rng.range(1, 25) as usize, rng.range(20, 500))
+        };
+        let started = Instant::now();
+        while sink.count() < target && started.elapsed() < Duration::from_millis(cap) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         gw.kill();
         delivered_at_kill.push(sink.count());
     }
