@@ -466,6 +466,56 @@ async fn marks_survive_reopen_and_final_messages_are_not_listed() {
     spool.close().await.unwrap();
 }
 
+/// Recipient results are answered once written, without an fsync of their own; the next
+/// message's fsync (or closing the spool) covers them. State changes an operator asks for
+/// are synced before their answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_results_share_the_next_fsync_and_state_changes_get_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = Spool::open(dir, SpoolOptions::default()).await.unwrap();
+    let ids = commit_n(&spool, 3).await;
+    let synced = spool.stats().syncs;
+    assert_eq!(synced, 3, "one fsync per message committed alone");
+    let delivered = |n: usize| -> Vec<RecipientUpdate> {
+        (0..n)
+            .map(|index| RecipientUpdate {
+                index,
+                state: RecipientState::Delivered,
+                detail: "250 ok".into(),
+            })
+            .collect()
+    };
+    let n0 = spool.info(&ids[0]).unwrap().recipients.len();
+    spool.mark_recipients(&ids[0], delivered(n0)).await.unwrap();
+    assert_eq!(spool.stats().syncs, synced, "a result alone is not synced");
+    assert_eq!(spool.stats().marks, 1);
+    // Visible to readers of the segment at once (it is written), final in the index.
+    assert_eq!(spool.info(&ids[0]).unwrap().state, MessageState::Delivered);
+    assert!(!live_ids(dir).contains(&ids[0]));
+    spool.mark(&ids[1], MessageState::Held).await.unwrap();
+    assert_eq!(spool.stats().syncs, synced + 1, "hold is synced");
+    let n2 = spool.info(&ids[2]).unwrap().recipients.len();
+    spool.mark_recipients(&ids[2], delivered(n2)).await.unwrap();
+    commit_n(&spool, 1).await;
+    assert_eq!(
+        spool.stats().syncs,
+        synced + 2,
+        "the next message syncs both"
+    );
+    let n3 = spool.info(&ids[1]).unwrap().recipients.len();
+    spool.mark_recipients(&ids[1], delivered(n3)).await.unwrap();
+    let before_close = spool.stats().syncs;
+    spool.clone().close().await.unwrap();
+    assert_eq!(
+        spool.stats().syncs,
+        before_close + 1,
+        "closing syncs the last result"
+    );
+    let live = live_ids(dir);
+    assert_eq!(live.len(), 1, "only the last message is left: {live:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scan_and_read_from_another_handle_while_the_writer_runs() {
     let tmp = tempfile::tempdir().unwrap();

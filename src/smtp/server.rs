@@ -159,18 +159,31 @@ impl Server {
         } = self;
         let total = Arc::new(Semaphore::new(shared.config.max_connections));
         let per_ip = Arc::new(PerIp::default());
-        let mut sessions = JoinSet::new();
+        // Sessions are spawned by the accept tasks themselves: a hand-off through this
+        // task would cost a cross-thread wake per connection (it runs on the main thread).
+        let sessions = Arc::new(Mutex::new(JoinSet::new()));
         let mut accepts = JoinSet::new();
-        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(256);
         for listener in listeners {
-            let tx = conn_tx.clone();
+            let shared = Arc::clone(&shared);
+            let total = Arc::clone(&total);
+            let per_ip = Arc::clone(&per_ip);
+            let sessions = Arc::clone(&sessions);
             accepts.spawn(async move {
                 loop {
                     match listener.accept().await {
-                        Ok(c) => {
-                            if tx.send(c).await.is_err() {
-                                return;
-                            }
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let session = connection(
+                                Arc::clone(&shared),
+                                stream,
+                                peer,
+                                Arc::clone(&total),
+                                Arc::clone(&per_ip),
+                            );
+                            let mut set = lock(&sessions);
+                            // Reap the ended sessions so the set holds only open ones.
+                            while set.try_join_next().is_some() {}
+                            set.spawn(session);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "accept failed");
@@ -180,26 +193,10 @@ impl Server {
                 }
             });
         }
-        drop(conn_tx);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                Some((stream, peer)) = conn_rx.recv() => {
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    let total = Arc::clone(&total);
-                    let per_ip = Arc::clone(&per_ip);
-                    sessions.spawn(async move {
-                        connection(shared, stream, peer, total, per_ip).await;
-                    });
-                }
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            }
-        }
+        stop.await;
         // Stop accepting, tell idle sessions, let transactions in DATA finish.
-        accepts.abort_all();
-        drop(conn_rx);
+        accepts.shutdown().await;
+        let mut sessions = std::mem::take(&mut *lock(&sessions));
         let _ = stop_tx.send(true);
         let grace = shared.config.shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
@@ -277,4 +274,10 @@ async fn connection(
     session.after_tls(description);
     // After TLS the client speaks first (EHLO); no new greeting (RFC 3207).
     let _ = session.run(Conn::new(tls)).await;
+}
+
+/// Locks the session set, whether or not a thread panicked while holding it (a `JoinSet`
+/// stays usable).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -97,12 +97,14 @@ fn value(c: u8) -> Option<u8> {
 /// 64 random-looking bits: the per-process random key of std's `RandomState`, mixed with
 /// the time part and a counter.
 fn random(micros: u64) -> u64 {
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    // The pid is read once: `getpid(2)` per message showed in `perf trace`.
+    static KEYS: OnceLock<(RandomState, u32)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
+    let (keys, pid) = KEYS.get_or_init(|| (RandomState::new(), std::process::id()));
+    let mut h = keys.build_hasher();
     h.write_u64(micros);
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
+    h.write_u32(*pid);
     h.finish()
 }
 

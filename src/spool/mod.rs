@@ -182,9 +182,14 @@ impl Spool {
         self.change(id, Change::Message(state)).await
     }
 
-    /// Durably records new states for some recipients of message `id`. When every
-    /// recipient is then delivered or bounced, the message becomes final: `Bounced` if
-    /// any recipient bounced, else `Delivered`.
+    /// Records new states for some recipients of message `id`. When every recipient is
+    /// then delivered or bounced, the message becomes final: `Bounced` if any recipient
+    /// bounced, else `Delivered`.
+    ///
+    /// It returns once the record is written: a `kill -9` cannot lose it. Its fsync is
+    /// the next one of the spool (a message, a state change, a segment reclaimed, the
+    /// spool closed): a power cut before that can lose it, and the recipients are then
+    /// delivered again, never lost.
     pub async fn mark_recipients(
         &self,
         id: &QueueId,

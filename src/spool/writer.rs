@@ -4,7 +4,9 @@
 //! `max_batch`), appends their records to the active segment with one write, calls
 //! `fdatasync` once, and only then updates the index and answers each request. A request
 //! therefore returns only after the fsync covering its record, and every request that
-//! arrived while an fsync was running shares the next one.
+//! arrived while an fsync was running shares the next one. The exception is a batch of
+//! recipient results only (delivered, deferred, bounced): it is answered once written,
+//! and the next fsync covers it (see [`Writer::flush`]).
 //!
 //! When a record does not fit in the active segment, the records before it are written
 //! and synced, and the writer moves on to the segment the preallocator has ready. If a
@@ -121,6 +123,12 @@ pub(crate) struct Writer {
     overlay: HashMap<QueueId, Status>,
     /// Ids of messages in `pending`.
     pending_ids: hashbrown::HashSet<QueueId>,
+    /// `pending` holds a record that must be synced before its answer: a message, or a
+    /// change of a message's state (hold, release, delete). Recipient results alone are
+    /// answered once written; see [`Writer::flush`].
+    needs_sync: bool,
+    /// Records of the active segment are written but not yet synced.
+    unsynced: bool,
     /// Shared with the `Spool` handles.
     counters: Arc<Counters>,
     /// Held for the writer's lifetime: one writer per spool.
@@ -202,6 +210,8 @@ impl Writer {
             pending: Vec::new(),
             overlay: HashMap::new(),
             pending_ids: hashbrown::HashSet::new(),
+            needs_sync: false,
+            unsynced: false,
             counters: Arc::default(),
             _lock: lock_file,
         };
@@ -245,6 +255,7 @@ impl Writer {
             self.flush();
             self.collect_garbage();
         }
+        self.sync_written();
         rx.close();
         while let Ok(request) = rx.try_recv() {
             match request {
@@ -306,6 +317,7 @@ impl Writer {
         let reply = Reply::Commit(reply, id);
         match self.append(Kind::Message, &parts) {
             Ok(offset) => {
+                self.needs_sync = true;
                 self.pending_ids.insert(id);
                 let effect = Effect::Insert { head, offset };
                 self.pending.push((effect, reply));
@@ -320,6 +332,10 @@ impl Writer {
         change: Change,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     ) {
+        let change_kind = match change {
+            Change::Message(_) => ChangeKind::Message,
+            Change::Recipients(_) => ChangeKind::Recipients,
+        };
         let current = match self.overlay.get(&id) {
             Some(s) => Some(s.clone()),
             None => lock(&self.index).get(&id).map(|e| e.status()),
@@ -340,6 +356,7 @@ impl Writer {
             }
         };
         let payload = encode_state(&id, &status, SystemTime::now());
+        self.needs_sync |= matches!(change_kind, ChangeKind::Message);
         let reply = Reply::Mark(reply);
         match self.append(Kind::State, &[&payload]) {
             Ok(_) => {
@@ -365,6 +382,7 @@ impl Writer {
         });
         if !fits {
             self.flush();
+            self.sync_written();
             if let Some(full) = self.active.take() {
                 tracing::debug!(segment = %full.path.display(), "spool segment full");
             }
@@ -420,20 +438,32 @@ impl Writer {
         };
         let started = Instant::now();
         let bytes = self.buf.len();
+        // A batch of recipient results only is answered once written, without its own
+        // fsync: the next message's fsync covers it (same file), and so do segment
+        // rollover, reclaiming and closing. A kill -9 cannot lose a written record; a
+        // power cut can, and then the recipient is delivered again, never lost. This is
+        // what Postfix does when it removes a delivered queue file. It keeps mark-only
+        // fsyncs from delaying the next batch of messages.
+        let sync = self.needs_sync;
         let result = active
             .file
             .write_all_at(&self.buf, active.pos)
             .map_err(|e| SpoolError::io("write to", &active.path, e))
             .and_then(|()| {
+                if !sync {
+                    return Ok(());
+                }
                 active
                     .file
                     .sync_data()
                     .map_err(|e| SpoolError::io("fsync", &active.path, e))
             });
+        self.needs_sync = false;
         if let Err(e) = result {
             self.fail(e);
             return;
         }
+        self.unsynced = !sync;
         active.pos += bytes as u64;
         self.buf.clear();
         let number = active.number;
@@ -443,10 +473,13 @@ impl Writer {
             records,
             bytes,
             us = started.elapsed().as_micros() as u64,
+            synced = sync,
             "group commit"
         );
         let c = &self.counters;
-        c.syncs.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            c.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         let mut replies = Vec::with_capacity(records);
         {
@@ -472,6 +505,31 @@ impl Writer {
         }
     }
 
+    /// Syncs records that were answered without a sync (recipient results); false when
+    /// the sync failed, and then the segment is abandoned.
+    fn sync_written(&mut self) -> bool {
+        if !self.unsynced {
+            return true;
+        }
+        self.unsynced = false;
+        let Some(active) = self.active.as_ref() else {
+            return true;
+        };
+        match active.file.sync_data() {
+            Ok(()) => {
+                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let error = SpoolError::io("fsync", &active.path, e);
+                tracing::error!(error = %error, "spool sync failed; the segment is abandoned");
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.active = None;
+                false
+            }
+        }
+    }
+
     /// Fails every pending request with `error` and abandons the active segment.
     fn fail(&mut self, error: SpoolError) {
         tracing::error!(
@@ -481,6 +539,8 @@ impl Writer {
         );
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
         self.active = None;
+        self.needs_sync = false;
+        self.unsynced = false;
         self.buf.clear();
         self.overlay.clear();
         self.pending_ids.clear();
@@ -495,6 +555,10 @@ impl Writer {
         loop {
             let victims = lock(&self.index).deletable(keep);
             if victims.is_empty() {
+                return;
+            }
+            // The results that made these segments deletable must not outlive them.
+            if !self.sync_written() {
                 return;
             }
             for (_, path) in &victims {
@@ -520,6 +584,13 @@ impl Writer {
             }
         }
     }
+}
+
+/// Which kind of change a mark is (the change itself is consumed by [`apply`]).
+#[derive(Debug, Clone, Copy)]
+enum ChangeKind {
+    Message,
+    Recipients,
 }
 
 /// The state of a message after `change`.

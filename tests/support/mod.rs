@@ -351,6 +351,22 @@ impl Gateway {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
+    /// The log once it contains `needle` (`serve` writes its log lines up to 10 ms after
+    /// the event); `None` if it does not within `within`.
+    pub fn log_with(&self, needle: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) {
+                return Some(text);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A `key: N kB` figure from /proc/PID/status (e.g. `VmHWM`, `VmRSS`), in bytes.
     pub fn proc_status(&self, key: &str) -> u64 {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
