@@ -332,6 +332,52 @@ fn lifetime_expiry_bounces_with_a_dsn_and_a_null_sender_is_never_bounced() {
     );
 }
 
+/// A restart carries on with each message's backoff and remembers the delay notice it
+/// sent: no retry of everything at once, no second "delayed" notice.
+#[test]
+fn a_restart_keeps_the_backoff_and_sends_no_second_delay_notice() {
+    let dns = DnsServer::start(dns_zone());
+    let port = peers::free_port();
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n"
+        ),
+    )];
+    // Attempts at 0 s and 3-4 s fail (the second one sends the delay notice); the third
+    // is due 6-8 s after the second.
+    let mut gw = Gateway::with(options(
+        &tables,
+        &dns,
+        &["retry_min: 4s", "retry_max: 1h", "delay_warning: 2s"],
+    ));
+    let id = send(&gw, "sender@example.com", &["bob@example.com"], BODY);
+    let got = notices(&gw, "sender", 1);
+    assert_eq!(got.len(), 1, "{}", gw.stderr_text());
+    let notice = bounce::parse(&got[0]).unwrap_or_else(|e| panic!("not a DSN: {e}"));
+    assert_eq!(notice.recipient_field(0, "Action"), Some("delayed"));
+    gw.restart();
+    assert!(
+        gw.log_with("waiting_for_retry=1", Duration::from_secs(10))
+            .is_some(),
+        "the restarted queue does not say the message waits: {}",
+        gw.stderr_text()
+    );
+    // The next hop is up now, but the message waits for its retry time.
+    let sink = Sink::dumping_on(port, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.count(), 0, "retried at once after the restart");
+    let dumps = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(dumps[0].rcpt_args, ["<bob@example.com>"]);
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let inbox = gw.dir.path().join("mail/example.com/sender");
+    let got = maildir_messages(&inbox, 2, Duration::ZERO);
+    assert_eq!(got.len(), 1, "a second delay notice for {id}");
+}
+
 #[test]
 fn an_mx_pointing_back_at_the_gateway_is_deferred_4_4_6_not_delivered_to_itself() {
     let dns = DnsServer::start(dns_zone());

@@ -140,6 +140,90 @@ impl RetryPolicy {
     }
 }
 
+/// Where a message's retry schedule stands after a restart ([`RetryPolicy::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Failed attempts so far, as the schedule would have made them.
+    pub failures: u32,
+    /// Whether the "delayed" notice was due at the last attempt (and so was sent then).
+    pub warned: bool,
+    /// When to try next: never before `now`.
+    pub next_at: SystemTime,
+}
+
+impl RetryPolicy {
+    /// Picks up the schedule of a message found in the spool at start, from what the spool
+    /// keeps: when it was received and when its last attempt ended (`None`: never tried,
+    /// or nothing failed). Without this a restart would retry every deferred message at
+    /// once, start each backoff again from `min`, and send a second delay notice.
+    ///
+    /// The number of failures is the number of attempts the un-jittered schedule makes
+    /// between reception and the last attempt; jitter and manual retries make the real
+    /// number somewhat larger, so the estimate errs towards retrying sooner.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use splitmx::delivery::retry::RetryPolicy;
+    ///
+    /// let min = Duration::from_secs(60);
+    /// let policy = RetryPolicy {
+    ///     min,
+    ///     max: Duration::from_secs(4 * 3600),
+    ///     jitter: 0.0,
+    ///     lifetime: Duration::from_secs(5 * 86400),
+    ///     delay_warning: Duration::from_secs(4 * 3600),
+    /// };
+    /// let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// // Attempts at 0, 1, 3 and 7 minutes failed; the gateway restarts at 8 minutes.
+    /// let last = received + 7 * min;
+    /// let r = policy.resume(received, Some(last), received + 8 * min);
+    /// assert_eq!(r.failures, 4);
+    /// assert_eq!(r.next_at, last + 8 * min);
+    /// assert!(!r.warned);
+    /// ```
+    pub fn resume(
+        &self,
+        received_at: SystemTime,
+        last_attempt: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Resumed {
+        let Some(last) = last_attempt else {
+            return Resumed {
+                failures: 0,
+                warned: false,
+                next_at: now,
+            };
+        };
+        let elapsed = last.duration_since(received_at).unwrap_or_default();
+        let mut failures = 1u32;
+        let mut sum = Duration::ZERO;
+        loop {
+            let d = nominal(failures, self.min, self.max);
+            if d.is_zero() {
+                break;
+            }
+            if d >= self.max {
+                // From here every step is `max`: count them at once.
+                let steps = elapsed.saturating_sub(sum).as_secs_f64() / d.as_secs_f64();
+                failures = failures.saturating_add(steps.floor().min(f64::from(u32::MAX)) as u32);
+                break;
+            }
+            match sum.checked_add(d) {
+                Some(s) if s <= elapsed => {
+                    sum = s;
+                    failures += 1;
+                }
+                _ => break,
+            }
+        }
+        Resumed {
+            failures,
+            warned: self.delay_warning_due(received_at, last),
+            next_at: self.next_attempt(failures, last, received_at).max(now),
+        }
+    }
+}
+
 /// A time no schedule reaches (used when an addition would overflow `SystemTime`).
 fn far_future() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1 << 40)
@@ -173,6 +257,60 @@ mod tests {
     use super::*;
 
     const MIN: Duration = Duration::from_secs(60);
+
+    /// 1 min to 4 h, 5 days, warning at 4 h, no jitter.
+    fn resume_policy() -> RetryPolicy {
+        RetryPolicy {
+            min: MIN,
+            max: Duration::from_secs(4 * 3600),
+            jitter: 0.0,
+            lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
+        }
+    }
+
+    #[test]
+    fn resume_without_a_failed_attempt_tries_now() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let r = resume_policy().resume(t, None, t + MIN);
+        assert_eq!((r.failures, r.warned, r.next_at), (0, false, t + MIN));
+    }
+
+    #[test]
+    fn resume_after_a_long_outage_continues_at_the_cap_and_remembers_the_warning() {
+        let p = resume_policy();
+        let received = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // 1+2+...+128 minutes (8 attempts after the first) reach the 4 h cap at 255 min;
+        // then 4 h steps: at 3 days, (4320 - 255) / 240 = 16 more.
+        let last = received + Duration::from_secs(3 * 86400);
+        let r = p.resume(received, Some(last), last + Duration::from_secs(600));
+        assert_eq!(r.failures, 1 + 8 + 16);
+        assert!(r.warned);
+        assert_eq!(r.next_at, last + p.max);
+        // The restart came after the retry time: try now, not in the past.
+        let late = last + Duration::from_secs(86400);
+        assert_eq!(p.resume(received, Some(last), late).next_at, late);
+    }
+
+    #[test]
+    fn resume_never_schedules_past_the_lifetime_and_survives_odd_clocks() {
+        let p = resume_policy();
+        let received = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let last = received + p.lifetime - Duration::from_secs(60);
+        let r = p.resume(received, Some(last), last);
+        assert_eq!(r.next_at, p.retry_until(received));
+        // The last attempt before reception (clock stepped back): one failure.
+        let r = p.resume(received, Some(received - MIN), received);
+        assert_eq!(r.failures, 1);
+        // A zero minimum does not loop.
+        let zero = RetryPolicy {
+            min: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(zero.resume(received, Some(last), last).failures, 1);
+        let huge = received + Duration::from_secs(u64::from(u32::MAX));
+        assert!(p.resume(received, Some(huge), huge).failures > 1000);
+    }
     const MAX: Duration = Duration::from_secs(4 * 3600);
 
     #[test]

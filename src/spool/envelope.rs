@@ -64,6 +64,8 @@ pub(crate) struct Status {
     pub(crate) state: MessageState,
     /// One entry per recipient.
     pub(crate) recipients: Vec<RecipientStatus>,
+    /// When the state record was written (`None` before the first one).
+    pub(crate) changed_at: Option<SystemTime>,
 }
 
 /// The envelope lines of `m`, ending with the empty line; the body follows.
@@ -227,9 +229,14 @@ pub(crate) fn encode_state(id: &QueueId, status: &Status, at: SystemTime) -> Vec
     out
 }
 
-/// A decoded state payload: the message, its state, and the recipients not pending (by
-/// index).
-pub(crate) type StateRecord = (QueueId, MessageState, Vec<(usize, RecipientStatus)>);
+/// A decoded state payload: the message, its state, the recipients not pending (by
+/// index), and when it was written (records without a readable `At` give `None`).
+pub(crate) type StateRecord = (
+    QueueId,
+    MessageState,
+    Vec<(usize, RecipientStatus)>,
+    Option<SystemTime>,
+);
 
 /// Decodes a state payload.
 pub(crate) fn decode_state(payload: &[u8]) -> Result<StateRecord, String> {
@@ -240,6 +247,7 @@ pub(crate) fn decode_state(payload: &[u8]) -> Result<StateRecord, String> {
     }
     let mut id = None;
     let mut state = None;
+    let mut at = None;
     let mut recipients = Vec::new();
     for l in lines {
         let (key, raw) = l
@@ -248,6 +256,9 @@ pub(crate) fn decode_state(payload: &[u8]) -> Result<StateRecord, String> {
         match key {
             "Id" => id = Some(raw.parse::<QueueId>().map_err(|e| e.to_string())?),
             "State" => state = Some(raw.parse::<MessageState>()?),
+            // Only schedules depend on it: an unreadable time is no reason to drop the
+            // record.
+            "At" => at = parse_time(raw).ok(),
             "Rcpt-State" => {
                 let mut parts = raw.splitn(3, ' ');
                 let index = parts
@@ -264,7 +275,7 @@ pub(crate) fn decode_state(payload: &[u8]) -> Result<StateRecord, String> {
             _ => {}
         }
     }
-    Ok((id.ok_or("no Id")?, state.ok_or("no State")?, recipients))
+    Ok((id.ok_or("no Id")?, state.ok_or("no State")?, recipients, at))
 }
 
 fn line(out: &mut Vec<u8>, text: &str) {
@@ -433,11 +444,14 @@ mod tests {
                     detail: "451 4.4.1 x\ny%".into(),
                 },
             ],
+            changed_at: None,
         };
-        let p = encode_state(&id, &status, SystemTime::now());
-        let (got_id, state, rcpts) = decode_state(&p).unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_767_225_600_123_456);
+        let p = encode_state(&id, &status, at);
+        let (got_id, state, rcpts, got_at) = decode_state(&p).unwrap();
         assert_eq!((got_id, state), (id, MessageState::Held));
         assert_eq!(rcpts, vec![(1, status.recipients[1].clone())]);
+        assert_eq!(got_at, Some(at));
     }
 
     #[test]

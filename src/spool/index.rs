@@ -31,6 +31,7 @@ impl Entry {
         Status {
             state: self.info.state,
             recipients: self.info.recipient_status.clone(),
+            changed_at: self.info.changed_at,
         }
     }
 }
@@ -94,6 +95,7 @@ impl Index {
             recipient_status: vec![RecipientStatus::default(); head.recipients.len()],
             segment: seg.path.clone(),
             offset,
+            changed_at: None,
         };
         self.messages.insert(
             head.id,
@@ -132,6 +134,7 @@ impl Index {
         }
         entry.info.state = status.state;
         entry.info.recipient_status = status.recipients;
+        entry.info.changed_at = status.changed_at;
         true
     }
 
@@ -213,6 +216,7 @@ mod tests {
         Status {
             state,
             recipients: vec![RecipientStatus::default()],
+            changed_at: None,
         }
     }
 

@@ -80,6 +80,11 @@ pub struct MessageInfo {
     pub state: MessageState,
     /// Per-recipient state, in the order of `recipients`.
     pub recipient_status: Vec<RecipientStatus>,
+    /// When its state last changed (a delivery attempt's results, hold, release); `None`
+    /// while it is as accepted. The queue manager resumes its retry schedule from it
+    /// after a restart.
+    #[serde(skip)]
+    pub changed_at: Option<SystemTime>,
     /// The segment file holding the message.
     pub segment: PathBuf,
     /// Byte offset of the message's record in the segment.

@@ -170,7 +170,7 @@ fn apply(kind: Kind, payload: &[u8], segment: u32, offset: u64, path: &Path, ind
             ),
         },
         Kind::State => match decode_state(payload) {
-            Ok((id, state, changes)) => {
+            Ok((id, state, changes, changed_at)) => {
                 let Some(entry) = index.get(&id) else {
                     // The message's segment was reclaimed: nothing to apply to.
                     return;
@@ -189,7 +189,12 @@ fn apply(kind: Kind, payload: &[u8], segment: u32, offset: u64, path: &Path, ind
                         ),
                     }
                 }
-                index.set_status(&id, segment, Status { state, recipients });
+                let status = Status {
+                    state,
+                    recipients,
+                    changed_at,
+                };
+                index.set_status(&id, segment, status);
             }
             Err(reason) => tracing::error!(
                 segment = %path.display(),

@@ -355,7 +355,10 @@ impl Writer {
                 return;
             }
         };
-        let payload = encode_state(&id, &status, SystemTime::now());
+        let mut status = status;
+        let now = SystemTime::now();
+        status.changed_at = Some(now);
+        let payload = encode_state(&id, &status, now);
         self.needs_sync |= matches!(change_kind, ChangeKind::Message);
         let reply = Reply::Mark(reply);
         match self.append(Kind::State, &[&payload]) {

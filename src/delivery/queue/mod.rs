@@ -23,7 +23,7 @@ pub use agent::Agent;
 pub use notice::NoticeError;
 
 use self::state::{Job, Msg, State};
-use crate::delivery::retry::backoff;
+use crate::delivery::retry::{RetryPolicy, backoff};
 use crate::delivery::{DeliveryConfig, HopKey, RcptResult, ResultKind, Transaction, TxRecipient};
 use crate::routing::router::Router;
 use crate::spool::{
@@ -128,17 +128,36 @@ impl<A: Agent> Queue<A> {
             }),
         };
         let live = queue.inner.ctx.spool.list();
-        let now = Instant::now();
+        let (now, clock) = (Instant::now(), SystemTime::now());
+        let policy = RetryPolicy::from_config(&queue.inner.ctx.config);
+        let mut waiting = 0usize;
         {
             let mut st = queue.lock();
             for info in &live {
-                st.messages.insert(info.id, Msg::recovered(info));
+                // A message with a deferred recipient failed before the restart: carry on
+                // with its backoff (and its delay notice) rather than start over.
+                let failed = info
+                    .recipient_status
+                    .iter()
+                    .any(|r| r.state == RecipientState::Deferred);
+                let resumed =
+                    policy.resume(info.received_at, info.changed_at.filter(|_| failed), clock);
+                let mut msg = Msg::recovered(info);
+                msg.failures = resumed.failures;
+                msg.warned = resumed.warned;
+                st.messages.insert(info.id, msg);
                 if info.state != MessageState::Held {
-                    st.schedule(info.id, now);
+                    let wait = resumed.next_at.duration_since(clock).unwrap_or_default();
+                    waiting += usize::from(!wait.is_zero());
+                    st.schedule(info.id, now + wait);
                 }
             }
         }
-        tracing::info!(messages = live.len(), "queue loaded from spool");
+        tracing::info!(
+            messages = live.len(),
+            waiting_for_retry = waiting,
+            "queue loaded from spool"
+        );
         let timer = queue.clone();
         tokio::spawn(async move { timer.run_timers().await });
         queue
