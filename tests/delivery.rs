@@ -228,6 +228,17 @@ fn a_next_hop_down_for_a_while_gets_the_message_after_a_retry() {
     });
 }
 
+/// Tables routing example.com to a next hop on `port`, except sender@example.com, whose
+/// mail (the notices) lands in a Maildir under the gateway's directory.
+fn suite_with_sender_inbox(port: u16) -> [(&'static str, String); 1] {
+    [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n"
+        ),
+    )]
+}
+
 /// The notices in `sender`'s maildir, parsed.
 fn notices(gw: &Gateway, user: &str, n: usize) -> Vec<Vec<u8>> {
     maildir_messages(
@@ -296,12 +307,7 @@ fn a_5xx_for_one_recipient_bounces_only_that_one_with_a_dsn() {
 fn lifetime_expiry_bounces_with_a_dsn_and_a_null_sender_is_never_bounced() {
     let dns = DnsServer::start(dns_zone());
     let port = peers::free_port();
-    let tables = [(
-        "example.com.yaml",
-        format!(
-            "routes:\n  suite: smtp:[127.0.0.1]:{port}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n"
-        ),
-    )];
+    let tables = suite_with_sender_inbox(port);
     let gw = Gateway::with(options(
         &tables,
         &dns,
@@ -338,24 +344,23 @@ fn lifetime_expiry_bounces_with_a_dsn_and_a_null_sender_is_never_bounced() {
 fn a_restart_keeps_the_backoff_and_sends_no_second_delay_notice() {
     let dns = DnsServer::start(dns_zone());
     let port = peers::free_port();
-    let tables = [(
-        "example.com.yaml",
-        format!(
-            "routes:\n  suite: smtp:[127.0.0.1]:{port}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n"
-        ),
-    )];
-    // Attempts at 0 s and 3-4 s fail (the second one sends the delay notice); the third
-    // is due 6-8 s after the second.
+    let tables = suite_with_sender_inbox(port);
+    // Attempts at 0 s and 4.5-6 s fail (jitter shortens a delay by up to 25 %); the
+    // second sends the delay notice. The restart estimates one or two failures, so the
+    // third attempt is due 4.5 s or more after the second.
     let mut gw = Gateway::with(options(
         &tables,
         &dns,
-        &["retry_min: 4s", "retry_max: 1h", "delay_warning: 2s"],
+        &["retry_min: 6s", "retry_max: 1h", "delay_warning: 3s"],
     ));
     let id = send(&gw, "sender@example.com", &["bob@example.com"], BODY);
     let got = notices(&gw, "sender", 1);
     assert_eq!(got.len(), 1, "{}", gw.stderr_text());
     let notice = bounce::parse(&got[0]).unwrap_or_else(|e| panic!("not a DSN: {e}"));
     assert_eq!(notice.recipient_field(0, "Action"), Some("delayed"));
+    // The next hop comes up, then the gateway restarts: the message waits for its retry
+    // time instead of going at once.
+    let sink = Sink::dumping_on(port, &[]);
     gw.restart();
     assert!(
         gw.log_with("waiting_for_retry=1", Duration::from_secs(10))
@@ -363,9 +368,7 @@ fn a_restart_keeps_the_backoff_and_sends_no_second_delay_notice() {
         "the restarted queue does not say the message waits: {}",
         gw.stderr_text()
     );
-    // The next hop is up now, but the message waits for its retry time.
-    let sink = Sink::dumping_on(port, &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sink.count(), 0, "retried at once after the restart");
     let dumps = sink.wait_for(1, Duration::from_secs(20));
     assert_eq!(dumps[0].rcpt_args, ["<bob@example.com>"]);
