@@ -48,6 +48,8 @@
 mod crc;
 mod envelope;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod index;
 mod message;

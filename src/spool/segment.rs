@@ -99,7 +99,7 @@ pub(crate) struct SegmentHeader {
     pub(crate) nonce: u32,
 }
 
-fn encode_header(h: SegmentHeader) -> [u8; HEADER_LEN as usize] {
+pub(crate) fn encode_header(h: SegmentHeader) -> [u8; HEADER_LEN as usize] {
     let mut b = [0u8; HEADER_LEN as usize];
     b[..16].copy_from_slice(MAGIC);
     b[16..20].copy_from_slice(&VERSION.to_le_bytes());
