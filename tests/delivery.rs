@@ -209,10 +209,18 @@ fn a_next_hop_down_for_a_while_gets_the_message_after_a_retry() {
         detail.contains("127.0.0.1") && detail.to_lowercase().contains("refused"),
         "{detail}"
     );
+    assert!(
+        m["changed_at"]["secs_since_epoch"].as_u64().is_some(),
+        "when the attempt ended: {m}"
+    );
     let (_, list, _) = gw.run_cli(&["queue", "list"]);
     assert!(
         list.contains(&id) && list.contains(&format!("smtp:[127.0.0.1]:{port}")),
         "{list}"
+    );
+    assert!(
+        list.contains("s ago) "),
+        "the error says how long ago: {list}"
     );
     // The next hop comes up: the next retry delivers.
     let sink = Sink::dumping_on(port, &[]);

@@ -133,8 +133,13 @@ pub(super) fn show(config: &GatewayConfig, id: &str, json: bool, body: bool) -> 
 }
 
 fn age(m: &MessageInfo) -> String {
+    since(m.received_at)
+}
+
+/// How long ago `t` was, in the unit an operator reads at a glance.
+fn since(t: SystemTime) -> String {
     let secs = SystemTime::now()
-        .duration_since(m.received_at)
+        .duration_since(t)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     match secs {
@@ -286,12 +291,22 @@ fn next_hops(m: &MessageInfo) -> String {
 }
 
 /// The last temporary error of a deferred recipient, if any.
-fn last_error(m: &MessageInfo) -> &str {
-    m.recipient_status
+/// The last temporary error, with how long ago the attempt that got it ended: "(3m ago)
+/// 451 4.4.1 ...".
+fn last_error(m: &MessageInfo) -> String {
+    let Some(detail) = m
+        .recipient_status
         .iter()
         .rev()
         .find(|s| s.state == RecipientState::Deferred && !s.detail.is_empty())
-        .map_or("", |s| s.detail.as_str())
+        .map(|s| s.detail.as_str())
+    else {
+        return String::new();
+    };
+    match m.changed_at {
+        Some(t) => format!("({} ago) {detail}", since(t)),
+        None => detail.to_string(),
+    }
 }
 
 fn recipients(m: &MessageInfo) -> String {

@@ -83,7 +83,6 @@ pub struct MessageInfo {
     /// When its state last changed (a delivery attempt's results, hold, release); `None`
     /// while it is as accepted. The queue manager resumes its retry schedule from it
     /// after a restart.
-    #[serde(skip)]
     pub changed_at: Option<SystemTime>,
     /// The segment file holding the message.
     pub segment: PathBuf,
