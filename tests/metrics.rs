@@ -20,6 +20,11 @@ const BODY: &[u8] = b"Subject: metrics\r\n\r\nhello\r\n";
 /// A gateway with delivery on and the endpoint on a free port; routes `route_a` and
 /// `route_b` to the two sinks, `route_down` to a port nobody listens on.
 fn gateway(a: &Sink, b: &Sink, down_port: u16) -> (Gateway, SocketAddr) {
+    gateway_with(a, b, down_port, &[])
+}
+
+/// [`gateway`] with more configuration lines.
+fn gateway_with(a: &Sink, b: &Sink, down_port: u16, extra: &[&str]) -> (Gateway, SocketAddr) {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let table = format!(
         "routes:\n  route_a: smtp:[127.0.0.1]:{}\n  route_b: smtp:[127.0.0.1]:{}\n  route_down: smtp:[127.0.0.1]:{down_port}\ndomains: [example.com]\nrecipients:\n  a1@example.com: route_a\n  a2@example.com: route_a\n  b1@example.com: route_b\n  stuck@example.com: route_down\n",
@@ -32,6 +37,7 @@ fn gateway(a: &Sink, b: &Sink, down_port: u16) -> (Gateway, SocketAddr) {
     }
     .delivery(&["retry_min: 1m", "connect_timeout: 2s"])
     .config(&format!("metrics:\n  listen: \"{metrics}\""));
+    let options = extra.iter().fold(options, |o, line| o.config(line));
     (Gateway::with(options), metrics)
 }
 
@@ -185,6 +191,31 @@ fn counters_move_by_exactly_what_was_sent() {
     assert!(
         !after.contains_key(&sink_hop),
         "delivered messages are not queued: {after:#?}"
+    );
+}
+
+#[test]
+fn journal_flushes_and_its_recipients_are_reported() {
+    let a = Sink::discarding(&[]);
+    let b = Sink::discarding(&[]);
+    let (gw, addr) = gateway_with(&a, &b, free_port(), &["journal:\n  flush_interval: 1s"]);
+    let before = scrape(addr);
+    assert_eq!(at(&before, "splitmx_journal_recipients"), 0.0);
+    let mut c = gw.session();
+    let reply = c.mail("s@example.net", &["a1@example.com", "b1@example.com"], BODY);
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let reply = c.mail("s@example.net", &["a1@example.com"], BODY);
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let after = scrape_until(addr, |m| at(m, "splitmx_journal_recipients") >= 2.0);
+    assert_eq!(
+        at(&after, "splitmx_journal_recipients"),
+        2.0,
+        "two distinct recipients today: {after:#?}"
+    );
+    assert!(at(&after, "splitmx_journal_flushes_total{outcome=\"ok\"}") >= 1.0);
+    assert_eq!(
+        at(&after, "splitmx_journal_flushes_total{outcome=\"error\"}"),
+        0.0
     );
 }
 

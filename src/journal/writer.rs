@@ -99,15 +99,25 @@ impl Journal {
     /// Flush on a blocking thread and log the outcome (for the flusher and at shutdown).
     pub async fn flush_blocking(self: &Arc<Self>) {
         let journal = Arc::clone(self);
+        let metrics = crate::metrics::metrics();
         match tokio::task::spawn_blocking(move || journal.flush()).await {
-            Ok(Ok(report)) => tracing::debug!(
-                days_written = report.days_written,
-                recipients = report.recipients,
-                pruned = report.pruned,
-                "journal flushed"
-            ),
-            Ok(Err(e)) => tracing::warn!(error = %e, "journal: flush failed; will retry"),
-            Err(e) => tracing::warn!(error = %e, "journal: flush task failed"),
+            Ok(Ok(report)) => {
+                metrics.journal_flush(Some(report.recipients));
+                tracing::debug!(
+                    days_written = report.days_written,
+                    recipients = report.recipients,
+                    pruned = report.pruned,
+                    "journal flushed"
+                );
+            }
+            Ok(Err(e)) => {
+                metrics.journal_flush(None);
+                tracing::warn!(error = %e, "journal: flush failed; will retry");
+            }
+            Err(e) => {
+                metrics.journal_flush(None);
+                tracing::warn!(error = %e, "journal: flush task failed");
+            }
         }
     }
 

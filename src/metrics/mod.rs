@@ -114,6 +114,8 @@ pub struct Metrics {
     ldap_cache: Family<Labels1, Counter>,
     reloads: Family<Labels1, Counter>,
     table_info: Family<Labels2, Gauge>,
+    journal_flushes: Family<Labels1, Counter>,
+    journal_recipients: Gauge,
     queue_probe: Mutex<Option<QueueProbe>>,
     router: Mutex<Option<std::sync::Weak<Router>>>,
 }
@@ -150,6 +152,8 @@ impl Metrics {
             ldap_cache: Family::default(),
             reloads: Family::default(),
             table_info: Family::default(),
+            journal_flushes: Family::default(),
+            journal_recipients: Gauge::default(),
             registry: Registry::default(),
             queue_probe: Mutex::new(None),
             router: Mutex::new(None),
@@ -232,6 +236,16 @@ impl Metrics {
             "The routing table in use: version (content hash) and git commit; value 1",
             m.table_info.clone(),
         );
+        r.register(
+            "journal_flushes",
+            "Recipient journal flushes to its day files, by outcome (ok, error)",
+            m.journal_flushes.clone(),
+        );
+        r.register(
+            "journal_recipients",
+            "Recipients in the recipient journal's file of the current day, as of the last flush",
+            m.journal_recipients.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -275,6 +289,19 @@ impl Metrics {
                 ("outcome", outcome.to_string()),
             ])
             .inc();
+    }
+
+    /// The recipient journal was flushed (`ok` with the recipients in today's file, or
+    /// `error`).
+    pub fn journal_flush(&self, recipients: Option<usize>) {
+        let outcome = if recipients.is_some() { "ok" } else { "error" };
+        self.journal_flushes
+            .get_or_create(&[("outcome", outcome.to_string())])
+            .inc();
+        if let Some(n) = recipients {
+            self.journal_recipients
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Recipients deferred because their next hop is this gateway.
