@@ -161,7 +161,9 @@ pub(crate) fn scalar(s: &str) -> String {
         s.to_ascii_lowercase().as_str(),
         "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null" | "~"
     );
-    let number = s.parse::<f64>().is_ok() || s.starts_with("0x") || s.starts_with("0o");
+    // Anything that starts with a digit is quoted: YAML 1.1 also reads `0b0`, `0x1f`,
+    // `0o7` and `1_000` as numbers (found by the `postfix_map` fuzz target).
+    let number = s.starts_with(|c: char| c.is_ascii_digit()) || s.parse::<f64>().is_ok();
     if plain_chars && starts_ok && !keyword && !number {
         s.to_string()
     } else {
@@ -205,6 +207,10 @@ mod tests {
         assert_eq!(scalar("jöran@example.com"), "jöran@example.com");
         assert_eq!(scalar("yes"), "\"yes\"");
         assert_eq!(scalar("1.5"), "\"1.5\"");
+        for n in ["0b0", "0x1f", "0o7", "1_000", "0", "inf", "NaN"] {
+            assert_eq!(scalar(n), format!("\"{n}\""), "{n}");
+        }
+        assert_eq!(scalar("1user@example.com"), "\"1user@example.com\"");
         assert_eq!(scalar("o'brien@example.com"), "\"o'brien@example.com\"");
         assert_eq!(scalar("\"a b\"@example.com"), "\"\\\"a b\\\"@example.com\"");
         assert_eq!(scalar("#x@example.com"), "\"#x@example.com\"");
