@@ -201,7 +201,7 @@ mod tests {
                 "reject-5-1-1-2",
                 "defer-4-2-1",
                 "recipient-domain-mx",
-                "2001-db8-1",
+                "route-2001-db8-1",
             ]
         );
         let yes = r.intern(&kind("smtp:y"), None);
