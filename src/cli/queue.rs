@@ -290,7 +290,6 @@ fn next_hops(m: &MessageInfo) -> String {
     }
 }
 
-/// The last temporary error of a deferred recipient, if any.
 /// The last temporary error, with how long ago the attempt that got it ended: "(3m ago)
 /// 451 4.4.1 ...".
 fn last_error(m: &MessageInfo) -> String {

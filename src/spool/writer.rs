@@ -332,10 +332,8 @@ impl Writer {
         change: Change,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     ) {
-        let change_kind = match change {
-            Change::Message(_) => ChangeKind::Message,
-            Change::Recipients(_) => ChangeKind::Recipients,
-        };
+        // Operator changes are synced before their answer; recipient results are not.
+        let must_sync = matches!(change, Change::Message(_));
         let current = match self.overlay.get(&id) {
             Some(s) => Some(s.clone()),
             None => lock(&self.index).get(&id).map(|e| e.status()),
@@ -359,7 +357,7 @@ impl Writer {
         let now = SystemTime::now();
         status.changed_at = Some(now);
         let payload = encode_state(&id, &status, now);
-        self.needs_sync |= matches!(change_kind, ChangeKind::Message);
+        self.needs_sync |= must_sync;
         let reply = Reply::Mark(reply);
         match self.append(Kind::State, &[&payload]) {
             Ok(_) => {
@@ -587,13 +585,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// Which kind of change a mark is (the change itself is consumed by [`apply`]).
-#[derive(Debug, Clone, Copy)]
-enum ChangeKind {
-    Message,
-    Recipients,
 }
 
 /// The state of a message after `change`.

@@ -23,7 +23,7 @@ pub use agent::Agent;
 pub use notice::NoticeError;
 
 use self::state::{Job, Msg, State};
-use crate::delivery::retry::{RetryPolicy, backoff};
+use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{DeliveryConfig, HopKey, RcptResult, ResultKind, Transaction, TxRecipient};
 use crate::routing::router::Router;
 use crate::spool::{
@@ -668,24 +668,25 @@ impl<A: Agent> Queue<A> {
             return;
         }
         m.failures += 1;
-        let config = &self.inner.ctx.config;
-        let age = SystemTime::now()
-            .duration_since(m.received_at)
-            .unwrap_or_default();
-        if age >= config.lifetime {
+        // The same policy a restart resumes from (`RetryPolicy::resume`).
+        let policy = RetryPolicy::from_config(&self.inner.ctx.config);
+        let now = SystemTime::now();
+        if policy.expired(m.received_at, now) {
             m.in_flight += 1;
             let queue = self.clone();
             tokio::spawn(async move { queue.expire(id).await });
             return;
         }
-        if !config.delay_warning.is_zero() && age >= config.delay_warning && !m.warned {
+        if !m.warned && policy.delay_warning_due(m.received_at, now) {
             m.warned = true;
             let queue = self.clone();
             tokio::spawn(async move { queue.warn_delay(id).await });
         }
-        let delay = backoff(m.failures, config.retry_min, config.retry_max, 0.25);
+        let age = now.duration_since(m.received_at).unwrap_or_default();
         // Never retry after the lifetime without expiring first.
-        let delay = delay.min(config.lifetime.saturating_sub(age) + Duration::from_millis(10));
+        let delay = policy
+            .delay(m.failures)
+            .min(policy.lifetime.saturating_sub(age) + Duration::from_millis(10));
         if m.held {
             return;
         }
