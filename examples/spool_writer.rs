@@ -9,6 +9,11 @@
 //! spool_writer bench DIR CONCURRENCY SECONDS [SIZE]
 //!     Commits SIZE-byte messages (default 4096) from CONCURRENCY tasks for SECONDS and
 //!     prints commits/s and messages per fsync.
+//! spool_writer churn DIR CONCURRENCY SECONDS [SIZE]
+//!     As bench, but each message is marked delivered right after its commit, as the
+//!     gateway does, so spent segments are reclaimed while commits go on; also prints the
+//!     commit latency (p50, p99, p99.9, max), where a reclaim that holds up the writer
+//!     shows.
 //! spool_writer open DIR
 //!     Opens (recovers) the spool and prints how long that took and what it found.
 //! ```
@@ -43,11 +48,12 @@ fn main() {
         .expect("tokio runtime");
     let result = match mode {
         "loop" => runtime.block_on(run_loop(dir, number(2, 64 << 20), number(3, 4) as usize)),
-        "bench" => runtime.block_on(bench(
+        "bench" | "churn" => runtime.block_on(bench(
             dir,
             number(2, 1) as usize,
             number(3, 5),
             number(4, 4096) as usize,
+            mode == "churn",
         )),
         "open" => runtime.block_on(open(dir)),
         other => {
@@ -124,8 +130,9 @@ async fn bench(
     concurrency: usize,
     seconds: u64,
     size: usize,
+    deliver: bool,
 ) -> Result<(), splitmx::spool::SpoolError> {
-    use splitmx::spool::{QueueId, Spool, SpoolOptions};
+    use splitmx::spool::{MessageState, QueueId, Spool, SpoolOptions};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
@@ -138,22 +145,36 @@ async fn bench(
         .map(|_| {
             let (spool, done, stop) = (spool.clone(), done.clone(), stop.clone());
             tokio::spawn(async move {
+                let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let id = QueueId::new();
+                    let t = Instant::now();
                     spool.commit(payload::message_for(id, size)).await?;
+                    latencies.push(t.elapsed());
                     done.fetch_add(1, Ordering::Relaxed);
+                    if deliver {
+                        spool.mark(&id, MessageState::Delivered).await?;
+                    }
                 }
-                Ok::<(), splitmx::spool::SpoolError>(())
+                Ok::<_, splitmx::spool::SpoolError>(latencies)
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     for t in tasks {
-        if let Ok(Err(e)) = t.await {
-            return Err(e);
+        match t.await {
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(l)) => latencies.extend(l),
+            Err(_) => {}
         }
     }
+    latencies.sort();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
     let stats = spool.stats();
@@ -162,6 +183,13 @@ async fn bench(
          {:.1} messages per fsync",
         n as f64 / elapsed,
         stats.commits as f64 / stats.syncs.max(1) as f64
+    );
+    println!(
+        "commit latency, ms: p50 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.1}",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0)
     );
     spool.close().await
 }

@@ -388,6 +388,82 @@ async fn segments_roll_over_and_oversize_messages_fit() {
     assert!(live_ids(dir).is_empty());
 }
 
+/// Spent segments are deleted while the spool stays open, off the commit path, and so is
+/// a segment that held only the final states of messages stored in an older one: it is
+/// spent once that one is gone, with no request to the spool after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_segments_are_deleted_while_the_spool_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = Spool::open(dir, options(64 << 10)).await.unwrap();
+    let commit = |n: usize| {
+        let spool = spool.clone();
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..n {
+                let id = QueueId::new();
+                spool.commit(payload::message_for(id, 4096)).await.unwrap();
+                ids.push(id);
+            }
+            ids
+        }
+    };
+    let delivered = |ids: Vec<QueueId>| {
+        let spool = spool.clone();
+        async move {
+            for id in ids {
+                spool.mark(&id, MessageState::Delivered).await.unwrap();
+            }
+        }
+    };
+    // The first segment holds a (and some of b); nine of a's final states go to the
+    // second, which pins it; c rolls the spool past the second.
+    let a = commit(10).await;
+    let b = commit(10).await;
+    delivered(a[..9].to_vec()).await;
+    let c = commit(20).await;
+    delivered(b).await;
+    delivered(c).await;
+    let first = segment_files(dir)[0].clone();
+    let second = segment_files(dir)[1].clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        first.exists() && second.exists(),
+        "{first:?} and {second:?} are in use"
+    );
+    // The last request: the first segment is spent, then the second.
+    delivered(vec![a[9]]).await;
+    assert!(spool.list().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !first.exists() && !second.exists(),
+        "{:?}",
+        segment_files(dir)
+    );
+    // Left: the active segment and the next one, made ahead of time.
+    let left = segment_files(dir);
+    assert!(
+        left.len() <= 2,
+        "{} segment files left: {left:?}",
+        left.len()
+    );
+    assert!(
+        spool.info(&a[0]).is_none(),
+        "reclaimed messages are forgotten"
+    );
+    // The writer carries on.
+    let more = commit(3).await;
+    spool.close().await.unwrap();
+    let mut live = live_ids(dir);
+    live.sort();
+    let mut more = more;
+    more.sort();
+    assert_eq!(live, more);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marks_survive_reopen_and_final_messages_are_not_listed() {
     let tmp = tempfile::tempdir().unwrap();

@@ -44,6 +44,8 @@ struct SegmentUse {
     live: u64,
     /// Messages stored elsewhere whose latest state record is here.
     pins: u64,
+    /// Handed to the reclaimer, not yet gone.
+    reclaiming: bool,
 }
 
 /// Messages and segments.
@@ -138,13 +140,32 @@ impl Index {
         true
     }
 
-    /// Segments that may be deleted now, oldest first (never `keep`, the active one).
+    /// Segments that may be deleted now, oldest first (never `keep`, the active one, nor
+    /// one already being reclaimed).
     pub(crate) fn deletable(&self, keep: Option<u32>) -> Vec<(u32, PathBuf)> {
         self.segments
             .iter()
-            .filter(|(n, s)| Some(**n) != keep && s.live == 0 && s.pins == 0)
+            .filter(|(n, s)| Some(**n) != keep && s.live == 0 && s.pins == 0 && !s.reclaiming)
             .map(|(n, s)| (*n, s.path.clone()))
             .collect()
+    }
+
+    /// [`Index::deletable`], marking them as being reclaimed so the next call skips them.
+    pub(crate) fn claim_deletable(&mut self, keep: Option<u32>) -> Vec<(u32, PathBuf)> {
+        let victims = self.deletable(keep);
+        for (n, _) in &victims {
+            if let Some(s) = self.segments.get_mut(n) {
+                s.reclaiming = true;
+            }
+        }
+        victims
+    }
+
+    /// Segment `number` could not be deleted: it may be claimed again.
+    pub(crate) fn reclaim_failed(&mut self, number: u32) {
+        if let Some(s) = self.segments.get_mut(&number) {
+            s.reclaiming = false;
+        }
     }
 
     /// Forgets segment `number` and the (final) messages stored in it, releasing the pins
@@ -242,6 +263,11 @@ mod tests {
         ix.remove_segment(1);
         let d: Vec<u32> = ix.deletable(Some(3)).into_iter().map(|(n, _)| n).collect();
         assert_eq!(d, vec![2]);
+        // Claimed segments are not offered twice, unless their deletion failed.
+        assert_eq!(ix.claim_deletable(Some(3)).len(), 1);
+        assert!(ix.deletable(Some(3)).is_empty());
+        ix.reclaim_failed(2);
+        assert_eq!(ix.deletable(Some(3)).len(), 1);
         assert!(!ix.set_status(&a, 3, status(MessageState::Queued)));
         assert_eq!(ix.counts(), (0, 2));
     }

@@ -42,7 +42,8 @@
 //! # Reclaiming space
 //!
 //! A segment is deleted when every message in it is final and it holds no latest state
-//! of a message stored elsewhere (see `index.rs`). A message held for a long time keeps
+//! of a message stored elsewhere (see `index.rs`), by a thread of its own so that group
+//! commits do not wait for it (see `reclaim.rs`). A message held for a long time keeps
 //! its whole segment; compaction (copying it forward) is not done yet.
 
 mod crc;
@@ -55,6 +56,7 @@ mod index;
 mod message;
 mod prealloc;
 mod reader;
+mod reclaim;
 mod record;
 mod recover;
 mod segment;
@@ -149,9 +151,10 @@ impl Spool {
         let index = writer.index();
         let counters = writer.counters();
         let (tx, rx) = mpsc::channel(depth);
+        let wake = tx.downgrade();
         std::thread::Builder::new()
             .name("splitmx-spool".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, wake))
             .map_err(|e| SpoolError::io("start the writer thread for", &dir, e))?;
         Ok(Spool {
             inner: Arc::new(Inner {

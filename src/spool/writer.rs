@@ -13,7 +13,8 @@
 //! write or fsync fails, the requests of that batch get the error and the segment is
 //! abandoned (no later record goes after data whose fate is unknown); the next request
 //! starts a new segment. After each batch, segments with nothing left to keep are
-//! deleted, oldest first, with a directory fsync before their pins are released.
+//! handed to the reclaimer thread (see [`super::reclaim`]), which deletes them off the
+//! commit path; on opening and closing the writer deletes them itself.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -33,6 +34,7 @@ use super::id::QueueId;
 use super::index::Index;
 use super::message::{MessageState, NewMessage, RecipientState, RecipientStatus, RecipientUpdate};
 use super::prealloc::Preallocator;
+use super::reclaim::{self, Reclaimer};
 use super::record::{self, Kind};
 use super::recover::{Recovered, recover};
 use super::segment::{self, Writable};
@@ -56,6 +58,8 @@ pub(crate) enum Request {
     },
     /// Finish what came before, then stop.
     Close { reply: oneshot::Sender<()> },
+    /// The reclaimer deleted segments: later ones may now be spent too.
+    Reclaimed,
 }
 
 /// A state change.
@@ -115,6 +119,9 @@ pub(crate) struct Writer {
     /// The segment being appended to; `None` after a failure, until the next record.
     active: Option<Writable>,
     prealloc: Preallocator,
+    /// Deletes spent segments off the commit path; `None` until [`Writer::run`], and
+    /// after closing (the writer then deletes them itself).
+    reclaimer: Option<Reclaimer>,
     /// Records not yet written; they go at `active.pos`.
     buf: Vec<u8>,
     /// Records written or in `buf` but not yet synced, with what to do after the sync.
@@ -206,6 +213,7 @@ impl Writer {
             index: Arc::new(Mutex::new(index)),
             active: Some(active),
             prealloc,
+            reclaimer: None,
             buf: Vec::new(),
             pending: Vec::new(),
             overlay: HashMap::new(),
@@ -229,8 +237,13 @@ impl Writer {
         Arc::clone(&self.counters)
     }
 
-    /// Serves requests until `Close` or until every sender is gone.
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    /// Serves requests until `Close` or until every sender is gone. `wake` is how the
+    /// reclaimer tells it that segments are gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Request>, wake: mpsc::WeakSender<Request>) {
+        match Reclaimer::start(self.segments.clone(), Arc::clone(&self.index), wake) {
+            Ok(r) => self.reclaimer = Some(r),
+            Err(e) => tracing::warn!(error = %e, "spent segments are deleted on the commit path"),
+        }
         let mut close = None;
         while close.is_none() {
             let Some(first) = rx.blocking_recv() else {
@@ -247,6 +260,7 @@ impl Writer {
                     }
                     Request::Commit { message, reply } => self.commit(message, reply),
                     Request::Mark { id, change, reply } => self.mark(id, change, reply),
+                    Request::Reclaimed => {}
                 }
                 if taken < self.options.max_batch.max(1) {
                     next = rx.try_recv().ok();
@@ -256,6 +270,12 @@ impl Writer {
             self.collect_garbage();
         }
         self.sync_written();
+        // What the reclaimer was given is gone before closing returns, and so is what
+        // that made spent in turn.
+        if let Some(mut r) = self.reclaimer.take() {
+            r.finish();
+        }
+        self.collect_garbage();
         rx.close();
         while let Ok(request) = rx.try_recv() {
             match request {
@@ -268,6 +288,7 @@ impl Writer {
                 Request::Close { reply } => {
                     let _ = reply.send(());
                 }
+                Request::Reclaimed => {}
             }
         }
         let dir = self.dir.clone();
@@ -550,38 +571,36 @@ impl Writer {
         }
     }
 
-    /// Deletes the segments nothing depends on any more.
+    /// Deletes the segments nothing depends on any more: hands them to the reclaimer, or
+    /// without one deletes them here, and then the ones that made spent in turn.
     fn collect_garbage(&mut self) {
         let keep = self.active.as_ref().map(|a| a.number);
         loop {
-            let victims = lock(&self.index).deletable(keep);
+            let victims = lock(&self.index).claim_deletable(keep);
             if victims.is_empty() {
                 return;
             }
             // The results that made these segments deletable must not outlive them.
             if !self.sync_written() {
-                return;
-            }
-            for (_, path) in &victims {
-                match fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::warn!(segment = %path.display(), error = %e, "cannot delete spool segment");
-                        return;
-                    }
+                let mut index = lock(&self.index);
+                for (number, _) in &victims {
+                    index.reclaim_failed(*number);
                 }
-            }
-            // The deletions must be durable before the records they make unnecessary
-            // (pins) may go too.
-            if let Err(e) = segment::sync_dir(&self.segments) {
-                tracing::warn!(error = %e, "cannot fsync the segments directory after deleting");
                 return;
             }
-            let mut index = lock(&self.index);
-            for (number, path) in victims {
-                index.remove_segment(number);
-                tracing::info!(segment = %path.display(), "reclaimed spool segment");
+            let victims = match &self.reclaimer {
+                Some(r) => match r.reclaim(victims) {
+                    Ok(()) => return,
+                    Err(victims) => {
+                        tracing::error!("the spool reclaimer stopped; deleting on the commit path");
+                        self.reclaimer = None;
+                        victims
+                    }
+                },
+                None => victims,
+            };
+            if !reclaim::delete(&self.segments, &self.index, victims) {
+                return;
             }
         }
     }
