@@ -47,6 +47,8 @@
 #                               with cargo when missing or older than the sources)
 #   SPLITMX_LOG=info            splitmx's log level (its log goes to a file, as Postfix's)
 #   KEEP=1                      keep the scratch directory (config, logs) after the run
+#   QUIESCE=1                   seconds of rest after a `sync` before each run, so that no
+#                               run pays for the previous one's disk writeback
 set -uo pipefail
 export LC_ALL=C
 PATH=$PATH:/usr/sbin:/sbin
@@ -71,6 +73,7 @@ KEEP=${KEEP:-0}
 VALID=10000                  # 1user@ ... 10000user@example.com
 SENDER=sender@example.net
 SETTLE=1                     # seconds after the last delivery before CPU and dumps are read
+QUIESCE=${QUIESCE:-1}        # seconds of rest after a sync before each run
 HZ=$(getconf CLK_TCK)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -540,6 +543,10 @@ run_one() {
     local kind=$1 mode=$2 m=$3 tag=$4
     local port root="" sinks s base=() c0=0 c1=0 bz0 bz1 t0 t1 t2 got rc memf=$RUNDIR/$tag.mem
     local rss=0 pss=0 v status o0 o1 pr0 pr1
+    # Start each run on a quiet disk: the previous run's dirty pages and deleted queue
+    # files (Postfix: one file per message) are written back now, not during this run.
+    sync
+    sleep "$QUIESCE"
     case $kind in
         ceiling) port=${SINK_PORT[ceiling]}; sinks="ceiling" ;;
         postfix) port=$PF_PORT; root=$(pf_master_pid); sinks="local suite" ;;
