@@ -311,6 +311,71 @@ fn a_5xx_for_one_recipient_bounces_only_that_one_with_a_dsn() {
     });
 }
 
+/// Recipients refused by two different next hops in the same attempt are reported to the
+/// sender in one notice, not one per next hop.
+#[test]
+fn failures_at_two_next_hops_make_one_notice() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refuse = |who: &str| {
+        Script::default().rcpt(
+            who,
+            &format!("550 5.1.1 <{who}>: Recipient address rejected: User unknown"),
+        )
+    };
+    let suite = rt.block_on(Scripted::start(refuse("gone@example.com")));
+    let legacy = rt.block_on(Scripted::start(refuse("old@example.com")));
+    let dns = DnsServer::start(dns_zone());
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{}\n  legacy: smtp:[127.0.0.1]:{}\n  local:\n    maildir: \"{{domain}}/{{user}}\"\ndomains: [example.com]\ndefault: suite\nrecipients:\n  sender@example.com: local\n  old@example.com: legacy\n  kept@example.com: legacy\n",
+            suite.addr.port(),
+            legacy.addr.port()
+        ),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &[]));
+    send(
+        &gw,
+        "sender@example.com",
+        &[
+            "good@example.com",
+            "gone@example.com",
+            "kept@example.com",
+            "old@example.com",
+        ],
+        BODY,
+    );
+    let got = notices(&gw, "sender", 1);
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+    // A second notice would have been stored before the queue emptied.
+    let got_later = maildir_messages(
+        &gw.dir.path().join("mail/example.com/sender"),
+        1,
+        Duration::from_millis(500),
+    );
+    assert_eq!(
+        got_later.len(),
+        1,
+        "one notice in all: {}",
+        gw.stderr_text()
+    );
+    let parsed = bounce::parse(&got[0]).unwrap_or_else(|e| panic!("not a DSN: {e}"));
+    let mut reported: Vec<&str> = (0..parsed.recipients.len())
+        .filter_map(|i| parsed.recipient_field(i, "Final-Recipient"))
+        .collect();
+    reported.sort();
+    assert_eq!(
+        reported,
+        ["rfc822; gone@example.com", "rfc822; old@example.com"]
+    );
+    assert_eq!(suite.messages().len(), 1, "good@ delivered once");
+    assert_eq!(legacy.messages().len(), 1, "kept@ delivered once");
+    let log = gw.stderr_text();
+    assert_eq!(log.matches("notice queued").count(), 1, "{log}");
+}
+
 #[test]
 fn lifetime_expiry_bounces_with_a_dsn_and_a_null_sender_is_never_bounced() {
     let dns = DnsServer::start(dns_zone());

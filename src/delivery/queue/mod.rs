@@ -563,7 +563,9 @@ impl<A: Agent> Queue<A> {
     }
 
     /// Records a job's results: notices for bounces first (so a crash can repeat a
-    /// notice but never lose one), then the spool, then the in-memory state.
+    /// notice but never lose one), then the spool, then the in-memory state. A message
+    /// gets one failure notice per attempt, however many jobs (next hops) it took:
+    /// bounces wait in [`Msg::bounce_later`] while other jobs of the message still run.
     async fn complete(
         &self,
         job: Job,
@@ -571,25 +573,50 @@ impl<A: Agent> Queue<A> {
         hop: Option<&HopKey>,
         mut results: Vec<RcptResult>,
     ) {
-        let failed: Vec<(usize, RcptResult)> = job
+        let failed_now: Vec<(usize, RcptResult)> = job
             .indices
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.kind == ResultKind::Bounced)
             .map(|(&i, r)| (i, r.clone()))
             .collect();
+        let (wait, mut earlier) = {
+            let mut st = self.lock();
+            match st.messages.get_mut(&job.id) {
+                Some(m) if !failed_now.is_empty() && m.in_flight > 1 => {
+                    m.bounce_later.extend(failed_now.iter().cloned());
+                    (true, Vec::new())
+                }
+                Some(m) => (false, std::mem::take(&mut m.bounce_later)),
+                None => (false, Vec::new()),
+            }
+        };
+        let mut failed = earlier.clone();
+        if !wait {
+            failed.extend(failed_now);
+        }
         if !failed.is_empty()
             && let Err(e) = notice::failure(&self.inner.ctx, envelope, &failed, self).await
         {
-            tracing::warn!(queue_id = %job.id, error = %e, "cannot queue the failure notice yet; recipients stay deferred");
-            for r in results.iter_mut().filter(|r| r.kind == ResultKind::Bounced) {
+            tracing::warn!(queue_id = %job.id, recipients = failed.len(), error = %e, "cannot queue the failure notice yet; recipients stay deferred");
+            let defer = |r: &mut RcptResult| {
                 *r = RcptResult::local(
                     ResultKind::Deferred,
                     "4.3.0",
                     format!("{} (bounce not sent yet: {e})", r.detail),
                 );
+            };
+            // `failed` holds this job's bounces only when they were not set aside.
+            if !wait {
+                results
+                    .iter_mut()
+                    .filter(|r| r.kind == ResultKind::Bounced)
+                    .for_each(defer);
             }
+            earlier.iter_mut().for_each(|(_, r)| defer(r));
         }
+        // Set aside: logged now (this attempt's outcome), recorded with the notice.
+        let set_aside = |r: &RcptResult| wait && r.kind == ResultKind::Bounced;
         let age = SystemTime::now()
             .duration_since(envelope.received_at)
             .unwrap_or_default();
@@ -617,30 +644,34 @@ impl<A: Agent> Queue<A> {
                 version = %envelope.table_version,
                 "delivery"
             );
-            let state = match r.kind {
-                ResultKind::Delivered => RecipientState::Delivered,
-                ResultKind::Deferred => RecipientState::Deferred,
-                ResultKind::Bounced => RecipientState::Bounced,
-            };
+            if set_aside(r) {
+                continue;
+            }
             updates.push(RecipientUpdate {
                 index: i,
-                state,
+                state: recipient_state(r.kind),
                 detail: r.detail.clone(),
             });
         }
-        if let Err(e) = self.inner.ctx.spool.mark_recipients(&job.id, updates).await {
+        updates.extend(earlier.iter().map(|(i, r)| RecipientUpdate {
+            index: *i,
+            state: recipient_state(r.kind),
+            detail: r.detail.clone(),
+        }));
+        if !updates.is_empty()
+            && let Err(e) = self.inner.ctx.spool.mark_recipients(&job.id, updates).await
+        {
             tracing::error!(queue_id = %job.id, error = %e, "cannot record delivery results in the spool");
         }
         let mut st = self.lock();
         if let Some(m) = st.messages.get_mut(&job.id) {
-            for (&i, r) in job.indices.iter().zip(results) {
+            let recorded = job.indices.iter().copied().zip(results).chain(earlier);
+            for (i, r) in recorded {
                 if let Some(rc) = m.rcpts.get_mut(i) {
-                    rc.state = match r.kind {
-                        ResultKind::Delivered => RecipientState::Delivered,
-                        ResultKind::Deferred => RecipientState::Deferred,
-                        ResultKind::Bounced => RecipientState::Bounced,
-                    };
-                    rc.detail.clone_from(&r.detail);
+                    if !set_aside(&r) {
+                        rc.state = recipient_state(r.kind);
+                        rc.detail.clone_from(&r.detail);
+                    }
                     rc.last = Some(r);
                 }
             }
@@ -661,6 +692,16 @@ impl<A: Agent> Queue<A> {
         };
         m.in_flight = m.in_flight.saturating_sub(1);
         if m.in_flight > 0 {
+            return;
+        }
+        if m.deleted {
+            m.bounce_later.clear();
+        }
+        if !m.bounce_later.is_empty() {
+            // Jobs that ended together each left their bounces for the other.
+            m.in_flight += 1;
+            let queue = self.clone();
+            tokio::spawn(async move { queue.send_bounces(id).await });
             return;
         }
         if m.deleted || m.is_done() {
@@ -692,6 +733,30 @@ impl<A: Agent> Queue<A> {
         }
         st.schedule(id, Instant::now() + delay);
         self.inner.wake.notify_one();
+    }
+
+    /// Sends the failure notice for the bounces set aside, and records them.
+    async fn send_bounces(&self, id: QueueId) {
+        match self.envelope(&id).await {
+            Ok(Some(envelope)) => {
+                let job = Job {
+                    id,
+                    indices: Vec::new(),
+                };
+                self.complete(job, &envelope, None, Vec::new()).await;
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(queue_id = %id, error = %e, "cannot read message from spool for its failure notice; its recipients will be tried again");
+                }
+                // Not in the spool as bounced: they are simply tried again.
+                let mut st = self.lock();
+                if let Some(m) = st.messages.get_mut(&id) {
+                    m.bounce_later.clear();
+                }
+                self.job_done(&mut st, id);
+            }
+        }
     }
 
     /// The queue lifetime is over: the recipients still open bounce.
@@ -787,5 +852,14 @@ impl<A: Agent> Queue<A> {
     fn submit_notice(&self, message: Arc<NewMessage>) {
         self.inner.stats.notices.fetch_add(1, Ordering::Relaxed);
         self.submit(message);
+    }
+}
+
+/// What the spool records for a result.
+fn recipient_state(kind: ResultKind) -> RecipientState {
+    match kind {
+        ResultKind::Delivered => RecipientState::Delivered,
+        ResultKind::Deferred => RecipientState::Deferred,
+        ResultKind::Bounced => RecipientState::Bounced,
     }
 }

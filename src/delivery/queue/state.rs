@@ -38,6 +38,11 @@ pub(crate) struct Msg {
     pub(crate) warned: bool,
     /// Deleted by an administrator while jobs were running.
     pub(crate) deleted: bool,
+    /// Recipients that failed permanently while other jobs of the message were still
+    /// running: the message's last job reports them in one notice with its own. Not in
+    /// the spool yet (they are marked once the notice is stored), so a crash retries
+    /// them instead of losing their notice.
+    pub(crate) bounce_later: Vec<(usize, RcptResult)>,
 }
 
 impl Msg {
@@ -61,6 +66,7 @@ impl Msg {
             due: None,
             warned: false,
             deleted: false,
+            bounce_later: Vec::new(),
         }
     }
 
@@ -85,6 +91,7 @@ impl Msg {
             due: None,
             warned: false,
             deleted: false,
+            bounce_later: Vec::new(),
         }
     }
 
