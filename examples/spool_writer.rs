@@ -15,7 +15,9 @@
 //!     commit latency (p50, p99, p99.9, max), where a reclaim that holds up the writer
 //!     shows.
 //! spool_writer open DIR
-//!     Opens (recovers) the spool and prints how long that took and what it found.
+//!     Opens (recovers) the spool and prints how long that took and what it found, and
+//!     how long a metrics scrape holds the index: `list()` (one lock for a full copy)
+//!     against `backlog()` (chunks of 4,096 messages).
 //! ```
 
 #[cfg(feature = "server")]
@@ -120,6 +122,19 @@ async fn open(dir: std::path::PathBuf) -> Result<(), splitmx::spool::SpoolError>
         listed.len(),
         bytes as f64 / 1e6,
         elapsed.as_secs_f64()
+    );
+    let t = std::time::Instant::now();
+    let n = spool.list().len();
+    let list_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = std::time::Instant::now();
+    let hops = spool.backlog();
+    let backlog_ms = t.elapsed().as_secs_f64() * 1e3;
+    let chunks = n.div_ceil(4096).max(1);
+    println!(
+        "list(): {list_ms:.1} ms under one lock for {n} messages; backlog(): {backlog_ms:.1} ms \
+         for {} next hop(s) in {chunks} chunks, about {:.2} ms per lock",
+        hops.len(),
+        backlog_ms / chunks as f64
     );
     spool.close().await
 }

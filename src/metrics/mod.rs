@@ -64,33 +64,22 @@ pub struct HopDepth {
 pub type QueueProbe = Box<dyn Fn() -> Vec<HopDepth> + Send + Sync>;
 
 /// Queue depth per next hop from the spool's live messages: each message counts once for
-/// every next hop it still has a recipient for.
+/// every next hop it still has a recipient for. Walks the spool index in chunks
+/// ([`crate::spool::Spool::backlog`]), so a scrape does not stall commits.
 #[cfg(feature = "server")]
 pub fn spool_probe(spool: crate::spool::Spool) -> QueueProbe {
     Box::new(move || {
         let now = std::time::SystemTime::now();
-        let mut hops: std::collections::BTreeMap<String, (i64, f64)> = Default::default();
-        for m in spool.list() {
-            let age = now
-                .duration_since(m.received_at)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let mut seen: Vec<&str> = Vec::new();
-            for (hop, status) in m.next_hops.iter().zip(&m.recipient_status) {
-                if status.state.is_final() || seen.contains(&hop.as_str()) {
-                    continue;
-                }
-                seen.push(hop);
-                let e = hops.entry(hop.clone()).or_insert((0, 0.0));
-                e.0 += 1;
-                e.1 = e.1.max(age);
-            }
-        }
-        hops.into_iter()
-            .map(|(next_hop, (messages, oldest_seconds))| HopDepth {
-                next_hop,
-                messages,
-                oldest_seconds,
+        spool
+            .backlog()
+            .into_iter()
+            .map(|b| HopDepth {
+                next_hop: b.next_hop,
+                messages: i64::try_from(b.messages).unwrap_or(i64::MAX),
+                oldest_seconds: now
+                    .duration_since(b.oldest)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
             })
             .collect()
     })

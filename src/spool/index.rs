@@ -8,7 +8,9 @@
 //! Messages stored in a deleted segment are forgotten, which releases their pins.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::envelope::{Head, Status};
 use super::id::QueueId;
@@ -201,6 +203,45 @@ impl Index {
         out
     }
 
+    /// Adds to `acc` the messages after `after` (all from the start if `None`), at most
+    /// `limit` of them: per next hop with a recipient still open, how many and the
+    /// oldest arrival. Returns where to go on from, `None` once the end is reached.
+    pub(crate) fn backlog_chunk(
+        &self,
+        after: Option<QueueId>,
+        limit: usize,
+        acc: &mut BTreeMap<String, (u64, SystemTime)>,
+    ) -> Option<QueueId> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut walked = 0;
+        let mut last = None;
+        let mut counted: Vec<&str> = Vec::new();
+        for (id, e) in self.messages.range((lower, Bound::Unbounded)).take(limit) {
+            walked += 1;
+            last = Some(*id);
+            if e.info.state.is_final() {
+                continue;
+            }
+            counted.clear();
+            let open = e
+                .info
+                .next_hops
+                .iter()
+                .zip(&e.info.recipient_status)
+                .filter(|(_, s)| !s.state.is_final());
+            for (hop, _) in open {
+                if counted.contains(&hop.as_str()) {
+                    continue;
+                }
+                counted.push(hop);
+                let slot = acc.entry(hop.clone()).or_insert((0, e.info.received_at));
+                slot.0 += 1;
+                slot.1 = slot.1.min(e.info.received_at);
+            }
+        }
+        (walked == limit).then_some(last).flatten()
+    }
+
     /// Number of messages that are not final.
     pub(crate) fn live_count(&self) -> usize {
         self.messages
@@ -270,5 +311,51 @@ mod tests {
         assert_eq!(ix.deletable(Some(3)).len(), 1);
         assert!(!ix.set_status(&a, 3, status(MessageState::Queued)));
         assert_eq!(ix.counts(), (0, 2));
+    }
+
+    #[test]
+    fn backlog_counts_each_message_once_per_open_next_hop_in_any_chunk_size() {
+        let mut ix = Index::default();
+        ix.add_segment(1, Path::new("x"));
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let mut ids = Vec::new();
+        for n in 0..10u64 {
+            let id = QueueId::new();
+            let mut h = head(id);
+            h.received_at = t0 + std::time::Duration::from_secs(n);
+            // Two recipients for "a", one for "b".
+            h.recipients = vec![Default::default(); 3];
+            assert!(ix.insert(1, n * 100, &h));
+            let e = ix.messages.get_mut(&id).unwrap();
+            e.info.next_hops = vec!["a".into(), "b".into(), "a".into()];
+            ids.push(id);
+        }
+        // The first message is done for "b"; the second is delivered.
+        let mut s = status(MessageState::Queued);
+        s.recipients = vec![RecipientStatus::default(); 3];
+        s.recipients[1].state = crate::spool::RecipientState::Delivered;
+        assert!(ix.set_status(&ids[0], 1, s));
+        assert!(ix.set_status(&ids[1], 1, status(MessageState::Delivered)));
+        let oldest = |n: u64| t0 + std::time::Duration::from_secs(n);
+        for limit in [1, 3, 10, 1000] {
+            let mut acc = BTreeMap::new();
+            let mut from = None;
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                match ix.backlog_chunk(from, limit, &mut acc) {
+                    Some(last) => from = Some(last),
+                    None => break,
+                }
+            }
+            assert!(rounds <= 10 / limit + 2, "{rounds} rounds of {limit}");
+            let got: Vec<(String, u64, SystemTime)> =
+                acc.into_iter().map(|(k, (n, t))| (k, n, t)).collect();
+            assert_eq!(
+                got,
+                vec![("a".into(), 9, oldest(0)), ("b".into(), 8, oldest(2))],
+                "chunks of {limit}"
+            );
+        }
     }
 }

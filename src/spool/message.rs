@@ -60,6 +60,18 @@ pub struct StoredMessage {
     pub envelope: NewMessage,
 }
 
+/// The messages still to deliver to one next hop (see [`crate::spool::Spool::backlog`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHopBacklog {
+    /// The next hop, as spooled for each recipient (e.g. `smtp:[192.0.2.1]:25`).
+    pub next_hop: String,
+    /// Messages with at least one recipient for it not yet delivered or bounced
+    /// (held messages included).
+    pub messages: u64,
+    /// When the oldest of them was received.
+    pub oldest: SystemTime,
+}
+
 /// A summary of one spooled message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MessageInfo {

@@ -71,8 +71,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::SpoolError;
 pub use id::{ParseQueueIdError, QUEUE_ID_LEN, QueueId};
 pub use message::{
-    MessageInfo, MessageState, NewMessage, RecipientState, RecipientStatus, RecipientUpdate,
-    SpooledRecipient, StoredMessage,
+    MessageInfo, MessageState, NewMessage, NextHopBacklog, RecipientState, RecipientStatus,
+    RecipientUpdate, SpooledRecipient, StoredMessage,
 };
 pub use reader::{read_message, scan};
 
@@ -206,6 +206,28 @@ impl Spool {
     /// Live messages (not final), oldest first.
     pub fn list(&self) -> Vec<MessageInfo> {
         writer::lock(&self.inner.index).live()
+    }
+
+    /// The messages still to deliver, per next hop, for monitoring. The index is walked a
+    /// few thousand messages at a time, letting go of it in between, so that a backlog of
+    /// a million messages does not hold up commits while a scrape copies it (as
+    /// [`Spool::list`] would). Not a snapshot: messages that change meanwhile may count
+    /// in their old or new state.
+    pub fn backlog(&self) -> Vec<NextHopBacklog> {
+        const CHUNK: usize = 4096;
+        let mut acc = std::collections::BTreeMap::new();
+        let mut from = None;
+        while let Some(last) = writer::lock(&self.inner.index).backlog_chunk(from, CHUNK, &mut acc)
+        {
+            from = Some(last);
+        }
+        acc.into_iter()
+            .map(|(next_hop, (messages, oldest))| NextHopBacklog {
+                next_hop,
+                messages,
+                oldest,
+            })
+            .collect()
     }
 
     /// The summary of message `id`, final or not (until its space is reclaimed).
