@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -22,11 +22,14 @@ use super::index::Index;
 use super::segment;
 use super::writer::{Request, lock};
 
+/// Segments to delete: number and path.
+pub(crate) type Victims = Vec<(u32, PathBuf)>;
+
 /// Handle to the reclaimer thread; dropping it lets the thread finish what it was given
 /// and waits for it.
 #[derive(Debug)]
 pub(crate) struct Reclaimer {
-    work: Option<mpsc::Sender<Vec<(u32, PathBuf)>>>,
+    work: Option<mpsc::Sender<Victims>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,7 +41,7 @@ impl Reclaimer {
         index: Arc<Mutex<Index>>,
         wake: tokio_mpsc::WeakSender<Request>,
     ) -> Result<Self, SpoolError> {
-        let (tx, rx) = mpsc::channel::<Vec<(u32, PathBuf)>>();
+        let (tx, rx) = mpsc::channel::<Victims>();
         let dir = segments.clone();
         let thread = std::thread::Builder::new()
             .name("splitmx-spool-reclaim".into())
@@ -60,7 +63,7 @@ impl Reclaimer {
 
     /// Hands `victims` (already marked in the index) over; gives them back if the thread
     /// is gone.
-    pub(crate) fn reclaim(&self, victims: Vec<(u32, PathBuf)>) -> Result<(), Vec<(u32, PathBuf)>> {
+    pub(crate) fn reclaim(&self, victims: Victims) -> Result<(), Victims> {
         match &self.work {
             Some(w) => w.send(victims).map_err(|e| e.0),
             None => Err(victims),
@@ -84,11 +87,7 @@ impl Drop for Reclaimer {
 
 /// Deletes `victims`, makes the deletions durable and forgets them in the index; `true`
 /// if it did. On failure the victims are given back to the index, to be tried again.
-pub(crate) fn delete(
-    dir: &std::path::Path,
-    index: &Mutex<Index>,
-    victims: Vec<(u32, PathBuf)>,
-) -> bool {
+pub(crate) fn delete(dir: &Path, index: &Mutex<Index>, victims: Victims) -> bool {
     let give_back = |victims: &[(u32, PathBuf)]| {
         let mut index = lock(index);
         for (number, _) in victims {
