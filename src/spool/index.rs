@@ -163,10 +163,12 @@ impl Index {
         victims
     }
 
-    /// Segment `number` could not be deleted: it may be claimed again.
-    pub(crate) fn reclaim_failed(&mut self, number: u32) {
-        if let Some(s) = self.segments.get_mut(&number) {
-            s.reclaiming = false;
+    /// Claimed segments that were not deleted: they may be claimed again.
+    pub(crate) fn unclaim(&mut self, victims: &[(u32, PathBuf)]) {
+        for (number, _) in victims {
+            if let Some(s) = self.segments.get_mut(number) {
+                s.reclaiming = false;
+            }
         }
     }
 
@@ -234,9 +236,17 @@ impl Index {
                     continue;
                 }
                 counted.push(hop);
-                let slot = acc.entry(hop.clone()).or_insert((0, e.info.received_at));
-                slot.0 += 1;
-                slot.1 = slot.1.min(e.info.received_at);
+                // Look up before inserting: a String per message would be a million
+                // allocations on a large backlog.
+                match acc.get_mut(hop.as_str()) {
+                    Some(slot) => {
+                        slot.0 += 1;
+                        slot.1 = slot.1.min(e.info.received_at);
+                    }
+                    None => {
+                        acc.insert(hop.clone(), (1, e.info.received_at));
+                    }
+                }
             }
         }
         (walked == limit).then_some(last).flatten()
@@ -307,7 +317,7 @@ mod tests {
         // Claimed segments are not offered twice, unless their deletion failed.
         assert_eq!(ix.claim_deletable(Some(3)).len(), 1);
         assert!(ix.deletable(Some(3)).is_empty());
-        ix.reclaim_failed(2);
+        ix.unclaim(&[(2, PathBuf::from("x"))]);
         assert_eq!(ix.deletable(Some(3)).len(), 1);
         assert!(!ix.set_status(&a, 3, status(MessageState::Queued)));
         assert_eq!(ix.counts(), (0, 2));

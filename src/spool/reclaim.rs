@@ -88,19 +88,13 @@ impl Drop for Reclaimer {
 /// Deletes `victims`, makes the deletions durable and forgets them in the index; `true`
 /// if it did. On failure the victims are given back to the index, to be tried again.
 pub(crate) fn delete(dir: &Path, index: &Mutex<Index>, victims: Victims) -> bool {
-    let give_back = |victims: &[(u32, PathBuf)]| {
-        let mut index = lock(index);
-        for (number, _) in victims {
-            index.reclaim_failed(*number);
-        }
-    };
     for (_, path) in &victims {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(segment = %path.display(), error = %e, "cannot delete spool segment");
-                give_back(&victims);
+                lock(index).unclaim(&victims);
                 return false;
             }
         }
@@ -109,7 +103,7 @@ pub(crate) fn delete(dir: &Path, index: &Mutex<Index>, victims: Victims) -> bool
     // go too.
     if let Err(e) = segment::sync_dir(dir) {
         tracing::warn!(error = %e, "cannot fsync the segments directory after deleting");
-        give_back(&victims);
+        lock(index).unclaim(&victims);
         return false;
     }
     let mut index = lock(index);

@@ -582,10 +582,7 @@ impl Writer {
             }
             // The results that made these segments deletable must not outlive them.
             if !self.sync_written() {
-                let mut index = lock(&self.index);
-                for (number, _) in &victims {
-                    index.reclaim_failed(*number);
-                }
+                lock(&self.index).unclaim(&victims);
                 return;
             }
             let victims = match &self.reclaimer {
