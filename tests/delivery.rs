@@ -311,6 +311,83 @@ fn a_5xx_for_one_recipient_bounces_only_that_one_with_a_dsn() {
     });
 }
 
+/// A busy next hop (one connection, slow to greet while the messages pile up): each
+/// message's MAIL, RCPT and DATA go out behind the previous message's final dot, and
+/// every message still reaches its own recipient, once.
+#[test]
+fn a_busy_next_hop_gets_transactions_sent_ahead_and_each_message_once() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 25;
+    const ALL: usize = CLIENTS * EACH;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let suite = rt.block_on(Scripted::start(Script {
+        greeting_delay: Duration::from_secs(2),
+        ..Script::default()
+    }));
+    let dns = DnsServer::start(dns_zone());
+    let tables = [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{}\ndomains: [example.com]\ndefault: suite\n",
+            suite.addr.port()
+        ),
+    )];
+    let gw = Gateway::with(options(&tables, &dns, &["max_per_next_hop: 1"]));
+    std::thread::scope(|s| {
+        for t in 0..CLIENTS {
+            let gw = &gw;
+            s.spawn(move || {
+                let mut c = gw.session();
+                for k in 0..EACH {
+                    let i = t * EACH + k;
+                    let to = format!("u{i}@example.com");
+                    let body = format!("Subject: m{i}\r\n\r\nmessage {i}\r\n");
+                    let reply = c.mail("sender@example.net", &[&to], body.as_bytes());
+                    assert_eq!(reply.code, 250, "message {i} refused: {reply:?}");
+                }
+            });
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while suite.messages().len() < ALL && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let record = suite.record();
+    assert_eq!(record.messages.len(), ALL, "{}", gw.stderr_text());
+    let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
+    assert_eq!(connects, 1, "one worker, one connection");
+    // One connection, one transaction after the other: the n-th RCPT is the n-th message's.
+    let rcpts: Vec<&String> = record
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("RCPT TO:"))
+        .collect();
+    assert_eq!(rcpts.len(), ALL);
+    let mut seen = [false; ALL];
+    for (rcpt, message) in rcpts.iter().zip(&record.messages) {
+        let i: usize = rcpt
+            .strip_prefix("RCPT TO:<u")
+            .and_then(|r| r.split_once('@'))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected {rcpt}"));
+        let want = format!("message {i}\r\n");
+        assert!(
+            message.ends_with(want.as_bytes()),
+            "{rcpt} got {:?}",
+            String::from_utf8_lossy(message)
+        );
+        assert!(!std::mem::replace(&mut seen[i], true), "{rcpt} twice");
+    }
+    assert!(
+        record.ahead.len() >= ALL / 2,
+        "only {} of {ALL} transactions went ahead",
+        record.ahead.len()
+    );
+    wait_queue(&gw, Duration::from_secs(10), "an empty queue", |q| {
+        messages(q).is_empty()
+    });
+}
+
 /// Recipients refused by two different next hops in the same attempt are reported to the
 /// sender in one notice, not one per next hop.
 #[test]

@@ -137,22 +137,39 @@ fn nasty_bodies() -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn smtp_sink_receives_nasty_bodies_unchanged_over_one_connection() {
+    nasty_bodies_to_smtp_sink(false).await;
+}
+
+/// The same with each transaction's commands sent ahead behind the previous final dot.
+#[tokio::test]
+async fn smtp_sink_receives_nasty_bodies_unchanged_with_transactions_sent_ahead() {
+    nasty_bodies_to_smtp_sink(true).await;
+}
+
+async fn nasty_bodies_to_smtp_sink(ahead: bool) {
     let sink = Sink::dumping(&[]);
     let mut conn = open(sink.addr).await;
     assert!(!conn.tls_used());
     let bodies = nasty_bodies();
     let eight_bit = params(&[("BODY", "8BITMIME")]);
-    for (i, body) in bodies.iter().enumerate() {
-        let sender = format!("s{i}@sender.example");
-        let to = rcpts(&["alice@example.com", "bob@example.com"]);
-        let results = conn
-            .deliver(&Transaction {
-                sender: &sender,
-                mail_params: &eight_bit,
-                recipients: &to,
-                body,
-            })
-            .await;
+    let senders: Vec<String> = (0..bodies.len())
+        .map(|i| format!("s{i}@sender.example"))
+        .collect();
+    let to = rcpts(&["alice@example.com", "bob@example.com"]);
+    let txs: Vec<Transaction<'_>> = bodies
+        .iter()
+        .zip(&senders)
+        .map(|(body, sender)| Transaction {
+            sender,
+            mail_params: &eight_bit,
+            recipients: &to,
+            body,
+        })
+        .collect();
+    for (i, t) in txs.iter().enumerate() {
+        assert!(conn.is_ready_for(t));
+        let next = txs.get(i + 1).filter(|_| ahead);
+        let results = conn.deliver(t, next).await;
         assert_eq!(results.len(), 2);
         for r in &results {
             assert_result(r, ResultKind::Delivered, "2.0.0", "250 2.0.0 Ok");
@@ -190,11 +207,15 @@ async fn smtp_sink_without_pipelining_or_esmtp() {
         let sink = Sink::dumping(args);
         let mut conn = open(sink.addr).await;
         let to = rcpts(&["alice@example.com"]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        // Nothing goes ahead without PIPELINING.
+        let results = conn.deliver(&tx(&to, BODY), Some(&tx(&to, BODY))).await;
+        assert_result(&results[0], ResultKind::Delivered, "2.0.0", "250");
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_result(&results[0], ResultKind::Delivered, "2.0.0", "250");
         conn.quit().await;
-        let dumps = sink.wait_for(1, Duration::from_secs(10));
+        let dumps = sink.wait_for(2, Duration::from_secs(10));
         assert_same_bytes(&dumps[0].data, &as_stored_with_lf(BODY), "message");
+        assert_same_bytes(&dumps[1].data, &as_stored_with_lf(BODY), "message");
         assert_eq!(dumps[0].mail_args, format!("<{SENDER}>"), "{args:?}");
     }
 }
@@ -225,12 +246,15 @@ async fn dsn_parameters_only_when_the_peer_offers_dsn() {
             params: &rcpt,
         }];
         let results = conn
-            .deliver(&Transaction {
-                sender: SENDER,
-                mail_params: &mail,
-                recipients: &to,
-                body: BODY,
-            })
+            .deliver(
+                &Transaction {
+                    sender: SENDER,
+                    mail_params: &mail,
+                    recipients: &to,
+                    body: BODY,
+                },
+                None,
+            )
             .await;
         assert_eq!(results[0].kind, ResultKind::Delivered, "{results:?}");
         conn.quit().await;
@@ -252,7 +276,7 @@ async fn smtp_sink_lmtp_gives_one_reply_per_recipient() {
     .await
     .expect("open LMTP");
     let to = rcpts(&["a@example.com", "b@example.com", "c@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_eq!(results.len(), 3);
     for r in &results {
         assert_eq!(r.kind, ResultKind::Delivered, "{r:?}");
@@ -289,7 +313,7 @@ async fn per_recipient_replies_with_and_without_pipelining() {
             "dave@example.com",
             "erin@example.com",
         ]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_eq!(results.len(), 5);
         let queued = "250 2.0.0 Ok: queued as SCRIPTED1";
         assert_result(&results[0], ResultKind::Delivered, "2.0.0", queued);
@@ -350,7 +374,7 @@ async fn multi_line_replies_are_quoted_whole() {
     .await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["bob@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_eq!(
         results[0].detail,
         "550-5.1.1 The email account that you tried to reach does not exist. 550 5.1.1 Please check the address."
@@ -371,13 +395,13 @@ async fn all_recipients_refused_sends_no_message_and_resets_before_the_next() {
         let server = Scripted::start(script).await;
         let mut conn = open(server.addr).await;
         let to = rcpts(&["bob@example.com", "carol@example.com"]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_result(&results[0], ResultKind::Bounced, "5.1.1", "no bob");
         assert_result(&results[1], ResultKind::Deferred, "4.7.1", "greylisted");
         assert!(conn.is_reusable());
 
         let to = rcpts(&["alice@example.com"]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_result(&results[0], ResultKind::Delivered, "2.0.0", "queued");
         conn.quit().await;
 
@@ -426,14 +450,14 @@ async fn mail_refused_decides_every_recipient() {
             let server = Scripted::start(script).await;
             let mut conn = open(server.addr).await;
             let to = rcpts(&["alice@example.com", "bob@example.com"]);
-            let results = conn.deliver(&tx(&to, BODY)).await;
+            let results = conn.deliver(&tx(&to, BODY), None).await;
             let status = &reply[4..9];
             for r in &results {
                 assert_result(r, kind, status, reply);
             }
             assert!(conn.is_reusable());
             let to = rcpts(&["carol@example.com"]);
-            assert_eq!(conn.deliver(&tx(&to, BODY)).await[0].kind, kind);
+            assert_eq!(conn.deliver(&tx(&to, BODY), None).await[0].kind, kind);
             conn.quit().await;
             assert!(server.messages().is_empty());
             if !pipelining {
@@ -464,7 +488,7 @@ async fn final_dot_refusal_decides_the_accepted_recipients() {
         .await;
         let mut conn = open(server.addr).await;
         let to = rcpts(&["alice@example.com", "bob@example.com", "carol@example.com"]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_result(&results[0], kind, status, reply);
         assert_result(&results[1], ResultKind::Bounced, "5.1.1", "no bob");
         assert_result(&results[2], kind, status, reply);
@@ -473,7 +497,7 @@ async fn final_dot_refusal_decides_the_accepted_recipients() {
             "the transaction ended with the final reply"
         );
         let to = rcpts(&["alice@example.com"]);
-        assert_eq!(conn.deliver(&tx(&to, BODY)).await[0].kind, kind);
+        assert_eq!(conn.deliver(&tx(&to, BODY), None).await[0].kind, kind);
         let commands = server.commands();
         assert!(!commands.contains(&"RSET".to_string()), "{commands:?}");
     }
@@ -488,7 +512,7 @@ async fn data_refused_decides_the_accepted_recipients() {
     .await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["alice@example.com", "bob@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_result(&results[0], ResultKind::Bounced, "5.7.1", "no data for you");
     assert_result(&results[1], ResultKind::Bounced, "5.1.1", "no bob");
     assert!(conn.is_reusable());
@@ -570,7 +594,7 @@ async fn ehlo_refused_falls_back_to_helo() {
     .await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["alice@example.com", "bob@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert!(
         results.iter().all(|r| r.kind == ResultKind::Delivered),
         "{results:?}"
@@ -600,7 +624,7 @@ async fn lost_connection_defers_every_undecided_recipient() {
             let server = Scripted::start(script).await;
             let mut conn = open(server.addr).await;
             let to = rcpts(&["alice@example.com", "bob@example.com"]);
-            let results = conn.deliver(&tx(&to, BODY)).await;
+            let results = conn.deliver(&tx(&to, BODY), None).await;
             assert_eq!(results.len(), 2);
             for r in &results {
                 assert_result(
@@ -613,7 +637,7 @@ async fn lost_connection_defers_every_undecided_recipient() {
             }
             assert!(!conn.is_reusable(), "after {close_after}");
             // A broken connection still answers for every recipient.
-            let again = conn.deliver(&tx(&to, BODY)).await;
+            let again = conn.deliver(&tx(&to, BODY), None).await;
             assert_eq!(again.len(), 2);
             assert!(again.iter().all(|r| r.kind == ResultKind::Deferred));
             conn.quit().await;
@@ -642,7 +666,7 @@ async fn a_stalled_peer_times_out() {
         .await
         .expect("open");
         let to = rcpts(&["alice@example.com", "bob@example.com"]);
-        let results = conn.deliver(&tx(&to, BODY)).await;
+        let results = conn.deliver(&tx(&to, BODY), None).await;
         assert_result(
             &results[0],
             ResultKind::Deferred,
@@ -664,7 +688,7 @@ async fn a_malformed_reply_defers_and_ends_the_connection() {
     .await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["bob@example.com", "carol@example.com", "dave@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_result(&results[0], ResultKind::Bounced, "5.1.1", "no bob");
     for r in &results[1..] {
         assert_result(r, ResultKind::Deferred, "4.5.0", "malformed reply");
@@ -679,7 +703,7 @@ async fn a_421_reply_decides_the_rest() {
             .await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["alice@example.com", "bob@example.com", "carol@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     for r in &results {
         assert_result(
             r,
@@ -696,14 +720,14 @@ async fn size_limit_bounces_without_sending() {
     let server = Scripted::start(Script::default().without("SIZE").with("SIZE 40")).await;
     let mut conn = open(server.addr).await;
     let to = rcpts(&["alice@example.com", "bob@example.com"]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     for r in &results {
         assert_result(r, ResultKind::Bounced, "5.3.4", "exceeds size limit 40");
     }
     assert!(conn.is_reusable());
     let small = b"Subject: s\r\n\r\nx\r\n";
     assert_eq!(
-        conn.deliver(&tx(&to, small)).await[0].kind,
+        conn.deliver(&tx(&to, small), None).await[0].kind,
         ResultKind::Delivered
     );
     conn.quit().await;
@@ -729,10 +753,13 @@ async fn smtputf8_is_passed_on_or_the_message_bounces() {
     let offers = Scripted::start(Script::default().with("SMTPUTF8")).await;
     let mut conn = open(offers.addr).await;
     let results = conn
-        .deliver(&Transaction {
-            mail_params: &utf8,
-            ..tx(&to, body)
-        })
+        .deliver(
+            &Transaction {
+                mail_params: &utf8,
+                ..tx(&to, body)
+            },
+            None,
+        )
         .await;
     assert_eq!(results[0].kind, ResultKind::Delivered, "{results:?}");
     conn.quit().await;
@@ -749,10 +776,13 @@ async fn smtputf8_is_passed_on_or_the_message_bounces() {
     let mut conn = open(lacks.addr).await;
     for (recipients, body) in [(&to, ascii_body), (&ascii_to, body)] {
         let results = conn
-            .deliver(&Transaction {
-                mail_params: &utf8,
-                ..tx(recipients, body)
-            })
+            .deliver(
+                &Transaction {
+                    mail_params: &utf8,
+                    ..tx(recipients, body)
+                },
+                None,
+            )
             .await;
         assert_result(
             &results[0],
@@ -763,10 +793,13 @@ async fn smtputf8_is_passed_on_or_the_message_bounces() {
     }
     // Nothing needs SMTPUTF8: delivered without it (RFC 6531 §3.4).
     let results = conn
-        .deliver(&Transaction {
-            mail_params: &utf8,
-            ..tx(&ascii_to, ascii_body)
-        })
+        .deliver(
+            &Transaction {
+                mail_params: &utf8,
+                ..tx(&ascii_to, ascii_body)
+            },
+            None,
+        )
         .await;
     assert_eq!(results[0].kind, ResultKind::Delivered, "{results:?}");
     conn.quit().await;
@@ -792,7 +825,7 @@ async fn addresses_that_would_break_the_command_line_are_refused_locally() {
         "evil@example.com>\r\nRCPT TO:<victim@example.com",
         "alice@example.com",
     ]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_result(
         &results[0],
         ResultKind::Bounced,
@@ -805,7 +838,7 @@ async fn addresses_that_would_break_the_command_line_are_refused_locally() {
         sender: "a@b\r\nRSET",
         ..tx(&to[1..], BODY)
     };
-    let results = conn.deliver(&bad_sender).await;
+    let results = conn.deliver(&bad_sender, None).await;
     assert_result(
         &results[0],
         ResultKind::Bounced,
@@ -829,7 +862,7 @@ async fn exact_bytes_reach_a_peer_that_ends_lines_at_lf() {
     bodies.push(Vec::new());
     for body in &bodies {
         let to = rcpts(&["alice@example.com"]);
-        let results = conn.deliver(&tx(&to, body)).await;
+        let results = conn.deliver(&tx(&to, body), None).await;
         assert_eq!(results[0].kind, ResultKind::Delivered, "{results:?}");
     }
     conn.quit().await;
@@ -878,7 +911,7 @@ async fn lmtp_final_replies_per_recipient() {
         "dave@example.com",
         "erin@example.com",
     ]);
-    let results = conn.deliver(&tx(&to, BODY)).await;
+    let results = conn.deliver(&tx(&to, BODY), None).await;
     assert_result(
         &results[0],
         ResultKind::Delivered,
@@ -902,6 +935,142 @@ async fn lmtp_final_replies_per_recipient() {
     assert!(conn.is_reusable());
     conn.quit().await;
     assert_eq!(server.commands()[1], format!("LHLO {HELO}"));
+}
+
+#[tokio::test]
+async fn transactions_sent_ahead_go_with_the_final_dot_and_keep_their_results() {
+    let server =
+        Scripted::start(Script::default().rcpt("bob@example.com", "550 5.1.1 no bob")).await;
+    let mut conn = open(server.addr).await;
+    let (alice, bob_carol, bob, dave) = (
+        rcpts(&["alice@example.com"]),
+        rcpts(&["bob@example.com", "carol@example.com"]),
+        rcpts(&["bob@example.com"]),
+        rcpts(&["dave@example.com"]),
+    );
+    let bodies: [&[u8]; 4] = [b"one\r\n", b"two two\r\n", b"three three\r\n", b"four\r\n"];
+    let t1 = tx(&alice, bodies[0]);
+    let t2 = tx(&bob_carol, bodies[1]);
+    let t3 = tx(&bob, bodies[2]);
+    let t4 = tx(&dave, bodies[3]);
+
+    let r1 = conn.deliver(&t1, Some(&t2)).await;
+    assert_result(&r1[0], ResultKind::Delivered, "2.0.0", "SCRIPTED1");
+    assert!(conn.is_ready_for(&t2) && !conn.is_ready_for(&t3));
+    let r2 = conn.deliver(&t2, Some(&t3)).await;
+    assert_result(&r2[0], ResultKind::Bounced, "5.1.1", "no bob");
+    assert_result(&r2[1], ResultKind::Delivered, "2.0.0", "SCRIPTED1");
+    // Every recipient of the one sent ahead is refused: no message, RSET before the next.
+    let r3 = conn.deliver(&t3, Some(&t4)).await;
+    assert_result(&r3[0], ResultKind::Bounced, "5.1.1", "no bob");
+    let r4 = conn.deliver(&t4, None).await;
+    assert_result(&r4[0], ResultKind::Delivered, "2.0.0", "SCRIPTED1");
+    conn.quit().await;
+
+    let record = server.record();
+    assert_eq!(record.messages, [bodies[0], bodies[1], bodies[3]]);
+    let mail = |b: &[u8]| format!("MAIL FROM:<{SENDER}> SIZE={}", b.len());
+    assert_eq!(record.ahead, [mail(bodies[1]), mail(bodies[2])]);
+    let count = |c: &str| record.commands.iter().filter(|x| *x == c).count();
+    assert_eq!(
+        (count("<connect>"), count("RSET"), count("QUIT")),
+        (1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_other_than_the_one_sent_ahead_is_not_sent() {
+    let server = Scripted::start(Script::default()).await;
+    let mut conn = open(server.addr).await;
+    let (alice, bob) = (rcpts(&["alice@example.com"]), rcpts(&["bob@example.com"]));
+    let t1 = tx(&alice, b"first\r\n");
+    let t2 = tx(&alice, b"second, sent ahead\r\n");
+    let other = tx(&bob, b"not the one sent ahead\r\n");
+    let r1 = conn.deliver(&t1, Some(&t2)).await;
+    assert_result(&r1[0], ResultKind::Delivered, "2.0.0", "SCRIPTED1");
+    assert!(!conn.is_ready_for(&other));
+    let r = conn.deliver(&other, None).await;
+    assert_result(&r[0], ResultKind::Deferred, "4.4.2", "out of step");
+    assert!(!conn.is_reusable());
+    conn.quit().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let record = server.record();
+    // The peer was left in DATA for the second message; closing dropped it.
+    assert_eq!(record.messages, [b"first\r\n".to_vec()]);
+    assert!(
+        !record
+            .commands
+            .iter()
+            .any(|c| c == "QUIT" || c.contains("bob")),
+        "{:?}",
+        record.commands
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_closes_after_the_final_dot_is_not_used_for_the_one_sent_ahead() {
+    let server = Scripted::start(Script {
+        close_after: Some(".".to_string()),
+        ..Script::default()
+    })
+    .await;
+    let mut conn = open(server.addr).await;
+    let alice = rcpts(&["alice@example.com"]);
+    let (t1, t2) = (tx(&alice, b"first\r\n"), tx(&alice, b"second\r\n"));
+    let r1 = conn.deliver(&t1, Some(&t2)).await;
+    assert_result(&r1[0], ResultKind::Deferred, "4.4.2", "");
+    assert!(!conn.is_ready_for(&t2));
+    assert_eq!(server.messages(), [b"first\r\n".to_vec()]);
+}
+
+#[tokio::test]
+async fn lmtp_replies_stay_with_their_transaction_when_one_is_sent_ahead() {
+    let server = Scripted::start(Script {
+        lmtp: true,
+        ..Script::default()
+            .lmtp_final(
+                "carol@example.com",
+                "452 4.2.2 <carol@example.com> Quota exceeded",
+            )
+            .lmtp_final(
+                "dave@example.com",
+                "552 5.2.2 <dave@example.com> Mailbox full",
+            )
+    })
+    .await;
+    let mut conn = Connection::open(
+        &peer(server.addr),
+        Protocol::Lmtp,
+        TlsPolicy::Opportunistic,
+        &settings(),
+    )
+    .await
+    .expect("open");
+    let (first, second) = (
+        rcpts(&["alice@example.com", "carol@example.com"]),
+        rcpts(&["dave@example.com", "erin@example.com"]),
+    );
+    let (t1, t2) = (tx(&first, b"one\r\n"), tx(&second, b"two\r\n"));
+    let r1 = conn.deliver(&t1, Some(&t2)).await;
+    assert_result(
+        &r1[0],
+        ResultKind::Delivered,
+        "2.0.0",
+        "<alice@example.com> Saved",
+    );
+    assert_result(&r1[1], ResultKind::Deferred, "4.2.2", "Quota exceeded");
+    let r2 = conn.deliver(&t2, None).await;
+    assert_result(&r2[0], ResultKind::Bounced, "5.2.2", "Mailbox full");
+    assert_result(
+        &r2[1],
+        ResultKind::Delivered,
+        "2.0.0",
+        "<erin@example.com> Saved",
+    );
+    conn.quit().await;
+    let record = server.record();
+    assert_eq!(record.messages, [b"one\r\n".to_vec(), b"two\r\n".to_vec()]);
+    assert_eq!(record.ahead.len(), 1, "{:?}", record.commands);
 }
 
 /// A CA, a certificate for mx.test.example, and an acceptor for the scripted server.
@@ -928,7 +1097,7 @@ async fn opportunistic_and_required_tls_use_starttls_with_any_certificate() {
         assert!(conn.tls_used());
         let to = rcpts(&["alice@example.com"]);
         assert_eq!(
-            conn.deliver(&tx(&to, BODY)).await[0].kind,
+            conn.deliver(&tx(&to, BODY), None).await[0].kind,
             ResultKind::Delivered
         );
         conn.quit().await;
@@ -1001,7 +1170,7 @@ async fn tls_required_but_not_offered_or_refused() {
     assert!(!conn.tls_used());
     let to = rcpts(&["alice@example.com"]);
     assert_eq!(
-        conn.deliver(&tx(&to, BODY)).await[0].kind,
+        conn.deliver(&tx(&to, BODY), None).await[0].kind,
         ResultKind::Delivered
     );
 }
@@ -1068,7 +1237,7 @@ async fn verify_checks_the_certificate_against_the_host_name() {
     assert!(conn.tls_used());
     let to = rcpts(&["alice@example.com"]);
     assert_eq!(
-        conn.deliver(&tx(&to, BODY)).await[0].kind,
+        conn.deliver(&tx(&to, BODY), None).await[0].kind,
         ResultKind::Delivered
     );
     conn.quit().await;
@@ -1109,7 +1278,7 @@ async fn dovecot_lmtp_over_tcp_and_unix_socket() {
         let bodies = nasty_bodies();
         for body in [&bodies[0], &bodies[1], &bodies[2], &bodies[3]] {
             let to = rcpts(&["alice@example.com", "nobody@example.com", "bob@example.com"]);
-            let results = conn.deliver(&tx(&to, body)).await;
+            let results = conn.deliver(&tx(&to, body), None).await;
             assert_eq!(results.len(), 3);
             assert_result(
                 &results[0],
@@ -1172,7 +1341,7 @@ async fn throughput_to_smtp_sink() {
     let n = 1000;
     let start = Instant::now();
     for _ in 0..n {
-        let results = conn.deliver(&tx(&to, &body)).await;
+        let results = conn.deliver(&tx(&to, &body), None).await;
         assert_eq!(results[0].kind, ResultKind::Delivered, "{results:?}");
     }
     let elapsed = start.elapsed();

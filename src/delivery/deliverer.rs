@@ -86,6 +86,7 @@ impl Agent for Deliverer {
         hop: &'a HopKey,
         session: &'a mut Option<Connection>,
         tx: &'a Transaction<'a>,
+        next: Option<&'a Transaction<'a>>,
     ) -> Vec<RcptResult> {
         let all = |r: RcptResult| vec![r; tx.recipients.len()];
         let (protocol, next_hop, tls) = match hop {
@@ -94,8 +95,8 @@ impl Agent for Deliverer {
             HopKey::Lmtp { next_hop, tls } => (Protocol::Lmtp, next_hop, *tls),
         };
         if let Some(conn) = session.as_mut() {
-            if conn.is_reusable() {
-                return conn.deliver(tx).await;
+            if conn.is_ready_for(tx) {
+                return conn.deliver(tx, next).await;
             }
             if let Some(old) = session.take() {
                 old.quit().await;
@@ -125,7 +126,7 @@ impl Agent for Deliverer {
             }
             match Connection::open(peer, protocol, tls, &self.settings).await {
                 Ok(mut conn) => {
-                    let results = conn.deliver(tx).await;
+                    let results = conn.deliver(tx, next).await;
                     *session = Some(conn);
                     return results;
                 }

@@ -20,6 +20,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct Script {
     /// The greeting line(s).
     pub greeting: String,
+    /// How long to wait before the greeting (a slow peer).
+    pub greeting_delay: Duration,
     /// Speak LMTP: one final reply per accepted recipient.
     pub lmtp: bool,
     /// EHLO keywords (STARTTLS is added when `starttls` is set).
@@ -55,6 +57,7 @@ impl Default for Script {
     fn default() -> Self {
         Script {
             greeting: "220 scripted.test ESMTP".to_string(),
+            greeting_delay: Duration::ZERO,
             lmtp: false,
             extensions: [
                 "PIPELINING",
@@ -131,6 +134,9 @@ pub struct Record {
     /// Commands that arrived before the reply to the previous one was sent, on a server
     /// that does not offer PIPELINING.
     pub early: Vec<String>,
+    /// The first command after a message when it had arrived with the message's final
+    /// dot: a transaction the client sent ahead.
+    pub ahead: Vec<String>,
 }
 
 /// A running scripted server; stops accepting on drop.
@@ -222,17 +228,20 @@ async fn session(
 ) -> std::io::Result<()> {
     let mut conn: Conn = BufReader::new(stream);
     push(record, |r| r.commands.push("<connect>".to_string()));
+    tokio::time::sleep(script.greeting_delay).await;
     send(&mut conn, &script.greeting).await?;
     let mut tls = false;
     let mut in_mail = false;
     let mut accepted: Vec<String> = Vec::new();
     let mut line = Vec::new();
+    let mut after_dot = false;
     loop {
         line.clear();
         if conn.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
         }
         let early = !script.pipelining() && !conn.buffer().is_empty();
+        let ahead = std::mem::take(&mut after_dot);
         let text = String::from_utf8_lossy(&line)
             .trim_end_matches(['\r', '\n'])
             .to_string();
@@ -242,6 +251,9 @@ async fn session(
             r.commands.push(text.clone());
             if early {
                 r.early.push(text.clone());
+            }
+            if ahead {
+                r.ahead.push(text.clone());
             }
         });
         if script.close_after.as_deref() == Some(verb.as_str()) {
@@ -334,6 +346,7 @@ async fn session(
                     continue;
                 }
                 let message = read_message(&mut conn).await?;
+                after_dot = !conn.buffer().is_empty();
                 push(record, |r| r.messages.push(message));
                 if script.close_after.as_deref() == Some(".") {
                     return Ok(());

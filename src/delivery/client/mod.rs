@@ -37,9 +37,7 @@ use rustls::ClientConfig;
 pub use reply::{MAX_LINE, MAX_LINES, Reply, ReplyDecoder, ReplyError};
 pub use stuffing::{DotStuffer, Pieces};
 
-#[cfg(doc)]
-use super::Transaction;
-use super::{DeliveryConfig, Peer, RcptResult, ResultKind};
+use super::{DeliveryConfig, Peer, RcptResult, ResultKind, Transaction};
 #[cfg(doc)]
 use crate::TlsPolicy;
 use ehlo::Capabilities;
@@ -158,6 +156,10 @@ enum State {
     Ready,
     /// A transaction may still be open at the peer: send RSET before the next MAIL.
     NeedsReset,
+    /// The commands of the next transaction (MAIL, RCPT, DATA) went out behind the
+    /// previous message (RFC 2920 §3.1), their replies not yet read; the number
+    /// identifies that transaction, and only it may come next.
+    Pipelined(u64),
     /// Out of step with the peer or closed: not to be used again.
     Broken,
 }
@@ -186,10 +188,22 @@ impl Connection {
         self.state != State::Broken
     }
 
-    /// Say QUIT (when the connection is still in step) and close.
+    /// Whether `tx` may be delivered on this connection next: it is usable, and if a
+    /// transaction was sent ahead, it is `tx`.
+    pub fn is_ready_for(&self, tx: &Transaction<'_>) -> bool {
+        match self.state {
+            State::Ready | State::NeedsReset => true,
+            State::Pipelined(key) => key == transaction::key(tx),
+            State::Broken => false,
+        }
+    }
+
+    /// Say QUIT (when the connection is still in step) and close. A connection with a
+    /// transaction sent ahead is only closed: after its DATA, QUIT would be message
+    /// text, and a close before the final dot makes the peer drop the transaction.
     pub async fn quit(mut self) {
         let limit = self.command_timeout.min(QUIT_TIMEOUT);
-        if self.state != State::Broken {
+        if matches!(self.state, State::Ready | State::NeedsReset) {
             self.wire.queue(b"QUIT\r\n");
             if self.wire.flush_within(limit).await.is_ok() {
                 let _ = self.wire.reply(limit).await;

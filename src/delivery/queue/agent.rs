@@ -17,11 +17,18 @@ pub trait Agent: Send + Sync + 'static {
 
     /// Delivers `tx` to `hop`, reusing or replacing `session`. Returns exactly one
     /// result per recipient of `tx`, in order.
+    ///
+    /// `next`, when given, is the transaction the queue will deliver next over this
+    /// `session` (the next hop's next job, already taken by this worker): an agent may
+    /// send part of it ahead, as the SMTP client pipelines its MAIL, RCPT and DATA
+    /// behind this message's final dot. The next call with this session is then for
+    /// `next`; an agent may ignore it.
     fn deliver<'a>(
         &'a self,
         hop: &'a HopKey,
         session: &'a mut Option<Self::Session>,
         tx: &'a Transaction<'a>,
+        next: Option<&'a Transaction<'a>>,
     ) -> impl Future<Output = Vec<RcptResult>> + Send + 'a;
 
     /// Closes a session that is no longer needed (QUIT).

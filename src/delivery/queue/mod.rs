@@ -286,7 +286,7 @@ impl<A: Agent> Queue<A> {
         loop {
             let busy: usize = {
                 let st = self.lock();
-                st.hops.values().map(|h| h.workers - h.idle).sum()
+                st.hops.values().map(|h| h.workers - h.idle).sum::<usize>() + st.recording
             };
             if busy == 0 || Instant::now() >= deadline {
                 break;
@@ -432,65 +432,58 @@ impl<A: Agent> Queue<A> {
     }
 
     /// One worker of a next hop: takes its jobs one after the other over one session,
-    /// and ends after the idle timeout.
+    /// and ends after the idle timeout. While it delivers a job it may already hold
+    /// the next one ([`Queue::take_ahead`]), so that the agent can send its commands
+    /// ahead; that job is delivered next, even when the queue is stopping. A job's
+    /// results are recorded (spool, notices) while the worker delivers the next one, at
+    /// most one job behind: the spool's answer is not something the peer should wait
+    /// for.
     async fn worker(self, hop: HopKey) {
         let mut session: Option<A::Session> = None;
-        while let Some(job) = self.next_job(&hop).await {
-            let envelope = match self.envelope(&job.id).await {
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    // Deleted meanwhile.
-                    self.finish_job(&job.id);
-                    continue;
-                }
-                Err(e) => {
-                    let results = job
-                        .indices
-                        .iter()
-                        .map(|_| {
-                            RcptResult::local(
-                                ResultKind::Deferred,
-                                "4.3.0",
-                                format!("cannot read message from spool: {e}"),
-                            )
-                        })
-                        .collect();
-                    let env = Arc::new(NewMessage {
-                        id: job.id,
-                        received_at: SystemTime::now(),
-                        client: String::new(),
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        table_version: String::new(),
-                        body: Vec::new(),
-                        params: Vec::new(),
-                    });
-                    self.complete(job, &env, None, results).await;
-                    continue;
+        let mut ahead: Option<(Job, Arc<NewMessage>)> = None;
+        let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let (job, envelope) = match ahead.take() {
+                Some(taken) => taken,
+                None => {
+                    let Some(job) = self.next_job(&hop).await else {
+                        break;
+                    };
+                    match self.envelope(&job.id).await {
+                        Ok(Some(e)) => (job, e),
+                        // Deleted meanwhile.
+                        Ok(None) => {
+                            self.finish_job(&job.id);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.unreadable(job, &e).await;
+                            continue;
+                        }
+                    }
                 }
             };
             let results = {
                 let _permit = self.inner.permits.acquire().await;
-                let recipients: Vec<TxRecipient<'_>> = job
-                    .indices
-                    .iter()
-                    .filter_map(|&i| envelope.recipients.get(i))
-                    .map(|r| TxRecipient {
-                        address: &r.deliver_to,
-                        params: &r.params,
-                    })
-                    .collect();
-                let tx = Transaction {
-                    sender: &envelope.sender,
-                    mail_params: &envelope.params,
-                    recipients: &recipients,
-                    body: &envelope.body,
-                };
+                ahead = self.take_ahead(&hop);
+                let recipients = tx_recipients(&envelope, &job);
+                let tx = transaction(&envelope, &recipients);
+                let next_recipients = ahead
+                    .as_ref()
+                    .map(|(j, e)| tx_recipients(e, j))
+                    .unwrap_or_default();
+                let next = ahead
+                    .as_ref()
+                    .map(|(_, e)| transaction(e, &next_recipients));
                 self.inner
                     .stats
                     .transactions
                     .fetch_add(1, Ordering::Relaxed);
-                let mut results = self.inner.agent.deliver(&hop, &mut session, &tx).await;
+                let mut results = self
+                    .inner
+                    .agent
+                    .deliver(&hop, &mut session, &tx, next.as_ref())
+                    .await;
                 // An agent must answer for every recipient; anything missing is retried.
                 results.resize_with(recipients.len(), || {
                     RcptResult::local(
@@ -501,11 +494,76 @@ impl<A: Agent> Queue<A> {
                 });
                 results
             };
-            self.complete(job, &envelope, Some(&hop), results).await;
+            if let Some(previous) = recording.take() {
+                let _ = previous.await;
+            }
+            self.lock().recording += 1;
+            let queue = self.clone();
+            let at = hop.clone();
+            recording = Some(tokio::spawn(async move {
+                queue.complete(job, &envelope, Some(&at), results).await;
+                queue.lock().recording -= 1;
+            }));
+        }
+        if let Some(previous) = recording {
+            let _ = previous.await;
         }
         if let Some(s) = session {
             self.inner.agent.close(s).await;
         }
+    }
+
+    /// A job whose message cannot be read from the spool: deferred.
+    async fn unreadable(&self, job: Job, error: &SpoolError) {
+        let results = job
+            .indices
+            .iter()
+            .map(|_| {
+                RcptResult::local(
+                    ResultKind::Deferred,
+                    "4.3.0",
+                    format!("cannot read message from spool: {error}"),
+                )
+            })
+            .collect();
+        let env = Arc::new(NewMessage {
+            id: job.id,
+            received_at: SystemTime::now(),
+            client: String::new(),
+            sender: String::new(),
+            recipients: Vec::new(),
+            table_version: String::new(),
+            body: Vec::new(),
+            params: Vec::new(),
+        });
+        self.complete(job, &env, None, results).await;
+    }
+
+    /// The next job of `hop` for the worker that is about to deliver, when every worker
+    /// the next hop may have is busy (so the job would wait anyway) and its message is in
+    /// memory; never for Maildir, which gains nothing from it.
+    fn take_ahead(&self, hop: &HopKey) -> Option<(Job, Arc<NewMessage>)> {
+        if matches!(hop, HopKey::Maildir { .. }) {
+            return None;
+        }
+        let mut st = self.lock();
+        if st.stopping {
+            return None;
+        }
+        let State { hops, messages, .. } = &mut *st;
+        let h = hops.get_mut(hop)?;
+        // Only a job that would wait for a worker anyway: one behind a slow final reply
+        // must not wait when another worker could take it at once.
+        if h.idle > 0 || h.workers < self.inner.ctx.config.max_per_next_hop.max(1) {
+            return None;
+        }
+        let m = messages.get(&h.jobs.front()?.id)?;
+        if m.deleted {
+            return None;
+        }
+        let envelope = Arc::clone(m.envelope.as_ref()?);
+        let job = h.jobs.pop_front()?;
+        Some((job, envelope))
     }
 
     /// The next job for `hop`, waiting up to the idle timeout; `None` ends the worker.
@@ -856,6 +914,28 @@ impl<A: Agent> Queue<A> {
 }
 
 /// What the spool records for a result.
+/// The recipients of `job`, as the agent sees them.
+fn tx_recipients<'e>(envelope: &'e NewMessage, job: &Job) -> Vec<TxRecipient<'e>> {
+    job.indices
+        .iter()
+        .filter_map(|&i| envelope.recipients.get(i))
+        .map(|r| TxRecipient {
+            address: &r.deliver_to,
+            params: &r.params,
+        })
+        .collect()
+}
+
+/// The transaction for `recipients` of `envelope`.
+fn transaction<'e>(envelope: &'e NewMessage, recipients: &'e [TxRecipient<'e>]) -> Transaction<'e> {
+    Transaction {
+        sender: &envelope.sender,
+        mail_params: &envelope.params,
+        recipients,
+        body: &envelope.body,
+    }
+}
+
 fn recipient_state(kind: ResultKind) -> RecipientState {
     match kind {
         ResultKind::Delivered => RecipientState::Delivered,

@@ -142,6 +142,8 @@ pub(crate) struct State {
     pub(crate) memory: usize,
     /// Set when shutting down: no new attempts.
     pub(crate) stopping: bool,
+    /// Jobs whose results are still being recorded after their worker went on.
+    pub(crate) recording: usize,
 }
 
 impl State {
