@@ -82,6 +82,30 @@ async fn open(addr: SocketAddr) -> Connection {
     .unwrap_or_else(|e| panic!("open {addr}: {e}"))
 }
 
+/// LMTP final replies: carol over quota (452), dave's mailbox full (552).
+fn lmtp_finals() -> Script {
+    Script::default()
+        .lmtp_final(
+            "carol@example.com",
+            "452 4.2.2 <carol@example.com> Quota exceeded",
+        )
+        .lmtp_final(
+            "dave@example.com",
+            "552 5.2.2 <dave@example.com> Mailbox full",
+        )
+}
+
+async fn open_lmtp(addr: SocketAddr) -> Connection {
+    Connection::open(
+        &peer(addr),
+        Protocol::Lmtp,
+        TlsPolicy::Opportunistic,
+        &settings(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open {addr} (LMTP): {e}"))
+}
+
 /// Assert one result's kind and status, and that it carries `detail`.
 #[track_caller]
 fn assert_result(r: &RcptResult, kind: ResultKind, status: &str, detail: &str) {
@@ -881,29 +905,13 @@ async fn exact_bytes_reach_a_peer_that_ends_lines_at_lf() {
 async fn lmtp_final_replies_per_recipient() {
     let server = Scripted::start(Script {
         lmtp: true,
-        ..Script::default()
-            .rcpt(
-                "bob@example.com",
-                "550 5.1.1 <bob@example.com> User doesn't exist",
-            )
-            .lmtp_final(
-                "carol@example.com",
-                "452 4.2.2 <carol@example.com> Quota exceeded",
-            )
-            .lmtp_final(
-                "dave@example.com",
-                "552 5.2.2 <dave@example.com> Mailbox full",
-            )
+        ..lmtp_finals().rcpt(
+            "bob@example.com",
+            "550 5.1.1 <bob@example.com> User doesn't exist",
+        )
     })
     .await;
-    let mut conn = Connection::open(
-        &peer(server.addr),
-        Protocol::Lmtp,
-        TlsPolicy::Opportunistic,
-        &settings(),
-    )
-    .await
-    .expect("open");
+    let mut conn = open_lmtp(server.addr).await;
     let to = rcpts(&[
         "alice@example.com",
         "bob@example.com",
@@ -1027,25 +1035,10 @@ async fn a_peer_that_closes_after_the_final_dot_is_not_used_for_the_one_sent_ahe
 async fn lmtp_replies_stay_with_their_transaction_when_one_is_sent_ahead() {
     let server = Scripted::start(Script {
         lmtp: true,
-        ..Script::default()
-            .lmtp_final(
-                "carol@example.com",
-                "452 4.2.2 <carol@example.com> Quota exceeded",
-            )
-            .lmtp_final(
-                "dave@example.com",
-                "552 5.2.2 <dave@example.com> Mailbox full",
-            )
+        ..lmtp_finals()
     })
     .await;
-    let mut conn = Connection::open(
-        &peer(server.addr),
-        Protocol::Lmtp,
-        TlsPolicy::Opportunistic,
-        &settings(),
-    )
-    .await
-    .expect("open");
+    let mut conn = open_lmtp(server.addr).await;
     let (first, second) = (
         rcpts(&["alice@example.com", "carol@example.com"]),
         rcpts(&["dave@example.com", "erin@example.com"]),
