@@ -702,6 +702,17 @@ split_of() {
     awk -v k="$1" -v m="$2" '$1 == k && $2 == m { n++; ok += $11; lo = $9; su = $10 }
         END { if (n == 0) print "- -"; else printf "%d/%d %d/%d\n", lo, su, ok, n }' "$ROWS"
 }
+# round_pct KIND MODE: the median over rounds of KIND's end-to-end rate as a share of the
+# ceiling of the same round, and its range. The machine's speed drifts between rounds;
+# both runs of a round see about the same machine.
+round_pct() {
+    awk -v k="$1" -v m="$2" '$2 == m && $1 == "ceiling" && $4 + 0 > 0 { c[$3] = $4 }
+        $2 == m && $1 == k && $5 + 0 > 0 { e[$3] = $5 }
+        END { for (r in e) if (r in c) print 100 * e[r] / c[r] }' "$ROWS" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+              md = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%.0f%% (%.0f-%.0f)\n", md, v[1], v[NR] }'
+}
 fmt() { if [ "$1" = - ]; then echo -; else calc "$2" "$1"; fi; }
 pct() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else calc '%.0f%%' "100 * $1 / $2"; fi; }
 echo
@@ -729,6 +740,8 @@ for mode in $MODES; do
     printf '%-36s %14s msg/s; end-to-end is %s (Postfix) and %s (splitmx) of it\n' \
         "ceiling, smtp-source -> smtp-sink" "$(fmt "$c" %.0f)" \
         "$(pct "$pe" "$c")" "$(pct "$se" "$c")"
+    printf '%-36s %14s %14s\n' "end-to-end / its round's ceiling" \
+        "$(round_pct postfix "$mode")" "$(round_pct splitmx "$mode")"
     echo
 done
 cat <<EOF
@@ -739,6 +752,8 @@ CPU: user+system time of the gateway per message, start to end-to-end + ${SETTLE
 peak RSS: splitmx: VmHWM of its process during the run; Postfix: the largest sum of VmRSS over
   its processes, sampled every 0.5 s (shared pages count once per process). peak PSS: the
   largest sum of Pss (shared pages divided among their users), sampled every 0.5 s, for both.
+end-to-end / its round's ceiling: each run's end-to-end rate over the ceiling measured just
+  before it in the same round; median over the rounds (lowest-highest).
 recipients: counted one by one in the sinks' dumps; "exact" means each recipient arrived once,
   at the sink the map names, and no other recipient arrived.
 busy: cores busy machine-wide during the run; others: of those, cores used by processes this
