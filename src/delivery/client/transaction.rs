@@ -304,8 +304,10 @@ impl Connection {
             self.state = State::NeedsReset;
             return Ok(());
         }
+        // One time limit for sending the whole message, the commands sent ahead included.
+        let deadline = tokio::time::Instant::now() + self.data_timeout;
         let wire = &mut self.wire;
-        let sent = tokio::time::timeout(self.data_timeout, async {
+        let sent = tokio::time::timeout_at(deadline, async {
             let mut stuffer = DotStuffer::new();
             for piece in stuffer.pieces(tx.body) {
                 wire.put(piece).await?;
@@ -319,7 +321,8 @@ impl Connection {
             Err(_) => return Err(self.broken(WireError::Timeout, Stage::Body)),
         }
         let ahead = self.queue_ahead(next);
-        match self.wire.flush_within(self.data_timeout).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.wire.flush_within(left).await {
             Ok(()) => {}
             Err(e) => return Err(self.broken(e, Stage::Body)),
         }

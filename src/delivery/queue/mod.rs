@@ -913,7 +913,6 @@ impl<A: Agent> Queue<A> {
     }
 }
 
-/// What the spool records for a result.
 /// The recipients of `job`, as the agent sees them.
 fn tx_recipients<'e>(envelope: &'e NewMessage, job: &Job) -> Vec<TxRecipient<'e>> {
     job.indices
@@ -936,6 +935,7 @@ fn transaction<'e>(envelope: &'e NewMessage, recipients: &'e [TxRecipient<'e>]) 
     }
 }
 
+/// What the spool records for a result.
 fn recipient_state(kind: ResultKind) -> RecipientState {
     match kind {
         ResultKind::Delivered => RecipientState::Delivered,
