@@ -4,7 +4,10 @@
 //! 1. every message is a new file (create + write + fsync, optionally + directory fsync),
 //! 2. each thread overwrites 4 KiB in place in its own preallocated file + `fdatasync`,
 //! 3. messages are appended to one preallocated, zero-filled file, one `fdatasync` per
-//!    batch (group commit), with 1, 8 and 20 concurrent writers.
+//!    batch (group commit), with 1, 8 and 20 concurrent writers,
+//! 4. 1, 2 or 4 threads each write and `fdatasync` their own messages in one such file at
+//!    once: whether this disk completes syncs in parallel (if it does, a group commit
+//!    could start the next batch's sync while the previous one is in flight).
 //!
 //! Run: `cargo run --release --example spool_fsync [DIR] [SECONDS]`
 //! (DIR defaults to a fresh directory under the current one; it must be on the disk the
@@ -52,8 +55,78 @@ fn main() -> std::io::Result<()> {
             rate * secs / batches as f64
         );
     }
+    for threads in [1, 2, 4] {
+        let (rate, p50) = concurrent_syncs(&base.join("concurrent.seg"), threads, dur)?;
+        println!(
+            "one file, {threads} thread(s) each write + fdatasync: {rate:8.0} syncs/s \
+             (p50 {p50:.3} ms)"
+        );
+    }
     fs::remove_dir_all(&base)?;
     Ok(())
+}
+
+/// A preallocated, zero-filled file of [`PREALLOC`] bytes, synced with its directory.
+fn preallocated(path: &Path) -> std::io::Result<File> {
+    let _ = fs::remove_file(path);
+    {
+        let mut f = File::create(path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(PREALLOC >> 20) {
+            f.write_all(&zeros)?;
+        }
+        f.sync_all()?;
+        if let Some(parent) = path.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    OpenOptions::new().write(true).open(path)
+}
+
+/// `threads` threads each appending 4 KiB messages to their own stripes of one
+/// preallocated file, an `fdatasync` after each; returns (syncs/s, median latency in ms).
+fn concurrent_syncs(path: &Path, threads: usize, dur: Duration) -> std::io::Result<(f64, f64)> {
+    let file = Arc::new(preallocated(path)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let (file, stop) = (file.clone(), stop.clone());
+            thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+                let buf = vec![b'x'; MSG];
+                let stride = (MSG * threads) as u64;
+                let mut offset = t * MSG as u64;
+                let mut took = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if offset + MSG as u64 > PREALLOC {
+                        offset = t * MSG as u64;
+                    }
+                    let began = Instant::now();
+                    file.write_all_at(&buf, offset)?;
+                    file.sync_data()?;
+                    took.push(began.elapsed());
+                    offset += stride;
+                }
+                Ok(took)
+            })
+        })
+        .collect();
+    thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    let mut took = Vec::new();
+    for h in handles {
+        took.extend(
+            h.join()
+                .map_err(|_| std::io::Error::other("thread panicked"))??,
+        );
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    fs::remove_file(path)?;
+    took.sort();
+    let p50 = took
+        .get(took.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    Ok((took.len() as f64 / elapsed, p50))
 }
 
 /// Threads each creating files with one 4 KiB write and an fsync; returns messages/s.
@@ -149,19 +222,7 @@ fn overwrite_in_place(dir: &Path, threads: usize, dur: Duration) -> std::io::Res
 /// One writer thread owning a preallocated file; `writers` threads send 4 KiB records and
 /// wait for the answer sent after the fdatasync covering them. Returns (messages/s, batches).
 fn group_commit(path: &Path, writers: usize, dur: Duration) -> std::io::Result<(f64, u64)> {
-    let _ = fs::remove_file(path);
-    {
-        let mut f = File::create(path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..(PREALLOC >> 20) {
-            f.write_all(&zeros)?;
-        }
-        f.sync_all()?;
-        if let Some(parent) = path.parent() {
-            File::open(parent)?.sync_all()?;
-        }
-    }
-    let file = OpenOptions::new().write(true).open(path)?;
+    let file = preallocated(path)?;
     let (tx, rx) = mpsc::channel::<(Vec<u8>, mpsc::SyncSender<()>)>();
     let batches = Arc::new(AtomicU64::new(0));
     let b2 = batches.clone();
