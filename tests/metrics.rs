@@ -160,6 +160,19 @@ fn counters_move_by_exactly_what_was_sent() {
     );
     assert_eq!(moved("splitmx_messages_spooled_total"), 3.0);
     assert!(moved("splitmx_spooled_bytes_total") > 3.0 * BODY.len() as f64);
+    // Each message waited for its own fsync (the sessions came one after the other).
+    assert_eq!(moved("splitmx_spool_commit_wait_seconds_count"), 3.0);
+    assert_eq!(
+        moved("splitmx_spool_commit_wait_seconds_bucket{le=\"+Inf\"}"),
+        3.0
+    );
+    assert!(moved("splitmx_spool_commit_wait_seconds_sum") > 0.0);
+    assert!(moved("splitmx_spool_syncs_total") >= 3.0, "{after:#?}");
+    assert_eq!(moved("splitmx_spool_write_failures_total"), 0.0);
+    assert!(
+        after.contains_key("splitmx_spool_write_failures_total"),
+        "{after:#?}"
+    );
     assert_eq!(
         delivered(&after, "route_a") - delivered(&before, "route_a"),
         2.0

@@ -85,6 +85,30 @@ pub fn spool_probe(spool: crate::spool::Spool) -> QueueProbe {
     })
 }
 
+/// The spool's totals, read when the endpoint is scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolTotals {
+    /// Group commits: fsyncs that acknowledged at least one request.
+    pub syncs: u64,
+    /// Batches refused because a write or fsync failed.
+    pub failures: u64,
+}
+
+/// Reads the spool's totals when the endpoint is scraped.
+pub type SpoolProbe = Box<dyn Fn() -> SpoolTotals + Send + Sync>;
+
+/// The totals of `spool` (fsyncs, failed batches) for the metrics endpoint.
+#[cfg(feature = "server")]
+pub fn spool_totals(spool: crate::spool::Spool) -> SpoolProbe {
+    Box::new(move || {
+        let s = spool.stats();
+        SpoolTotals {
+            syncs: s.syncs,
+            failures: s.failures,
+        }
+    })
+}
+
 /// Every metric of the gateway. Get it with [`metrics()`].
 pub struct Metrics {
     registry: Registry,
@@ -105,6 +129,10 @@ pub struct Metrics {
     table_info: Family<Labels2, Gauge>,
     journal_flushes: Family<Labels1, Counter>,
     journal_recipients: Gauge,
+    spool_commit_wait: Histogram,
+    spool_syncs: Counter,
+    spool_failures: Counter,
+    spool_probe: Mutex<Option<SpoolProbe>>,
     queue_probe: Mutex<Option<QueueProbe>>,
     router: Mutex<Option<std::sync::Weak<Router>>>,
 }
@@ -143,6 +171,11 @@ impl Metrics {
             table_info: Family::default(),
             journal_flushes: Family::default(),
             journal_recipients: Gauge::default(),
+            // 100 µs to 3.3 s: a local disk's fsync to a stalled one.
+            spool_commit_wait: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            spool_syncs: Counter::default(),
+            spool_failures: Counter::default(),
+            spool_probe: Mutex::new(None),
             registry: Registry::default(),
             queue_probe: Mutex::new(None),
             router: Mutex::new(None),
@@ -235,6 +268,22 @@ impl Metrics {
             "Recipients in the recipient journal's file of the current day, as of the last flush",
             m.journal_recipients.clone(),
         );
+        r.register_with_unit(
+            "spool_commit_wait",
+            "Time a message waited at the end of DATA for the spool to write and fsync it, before its reply",
+            Unit::Seconds,
+            m.spool_commit_wait.clone(),
+        );
+        r.register(
+            "spool_syncs",
+            "Spool group commits: fsyncs that acknowledged at least one request",
+            m.spool_syncs.clone(),
+        );
+        r.register(
+            "spool_write_failures",
+            "Spool batches refused because a write or fsync failed",
+            m.spool_failures.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -323,13 +372,12 @@ impl Metrics {
 
     /// Brings the reload counters up to `total` for `outcome`.
     fn reloads_up_to(&self, outcome: &'static str, total: u64) {
-        let c = self
-            .reloads
-            .get_or_create(&[("outcome", outcome.to_string())]);
-        let seen = c.get();
-        if total > seen {
-            c.inc_by(total - seen);
-        }
+        up_to(
+            &self
+                .reloads
+                .get_or_create(&[("outcome", outcome.to_string())]),
+            total,
+        );
     }
 
     fn table(&self, version: &str, commit: &str) {
@@ -340,6 +388,19 @@ impl Metrics {
                 ("commit", commit.to_string()),
             ])
             .set(1);
+    }
+
+    /// A message waited `took` for the spool's group commit (write and fsync).
+    pub fn spool_commit(&self, took: Duration) {
+        self.spool_commit_wait.observe(took.as_secs_f64());
+    }
+
+    /// Where the spool's totals come from at scrape time (set by `splitmx serve`).
+    pub fn set_spool_probe(&self, probe: SpoolProbe) {
+        *self
+            .spool_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(probe);
     }
 
     /// Where queue depth comes from at scrape time (set by `splitmx serve`).
@@ -368,6 +429,15 @@ impl Metrics {
             self.table(&v.hash, v.commit.as_deref().unwrap_or(""));
         }
         if let Some(probe) = &*self
+            .spool_probe
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            let t = probe();
+            up_to(&self.spool_syncs, t.syncs);
+            up_to(&self.spool_failures, t.failures);
+        }
+        if let Some(probe) = &*self
             .queue_probe
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -385,6 +455,14 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Raises counter `c` to `total`, a total kept elsewhere (never lowers it).
+fn up_to(c: &Counter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -504,7 +504,10 @@ impl Session {
             params: tx.mail.params.clone(),
         };
         let new = Arc::new(new);
-        match self.shared.spool.commit_shared(Arc::clone(&new)).await {
+        let waiting = Instant::now();
+        let committed = self.shared.spool.commit_shared(Arc::clone(&new)).await;
+        metrics().spool_commit(waiting.elapsed());
+        match committed {
             Ok(id) => {
                 metrics().spooled(size as u64);
                 if let Some(hook) = &self.shared.on_queued {
