@@ -27,6 +27,8 @@
 # hold every message), gateway CPU per message, peak memory, and the recipients each sink
 # received, checked one by one against the map from the sinks' dumps (every recipient at
 # the right sink, none missing, none twice). Prints the medians and splitmx/Postfix.
+# After each splitmx run it also logs, from splitmx's metrics endpoint, the spool's
+# messages per fsync and how long messages waited for their commit (median, p90).
 # Exits 1 if any run's split is not exact, 2 on a setup error or a run that cannot finish.
 #
 # Needs: Debian with `apt-get install postfix` (postfix, postmap, smtp-source, smtp-sink in
@@ -503,6 +505,7 @@ hostname: gw.bench.test
 listen: ["127.0.0.1:$port"]
 routing: { dir: routing }
 spool: spool
+metrics: { listen: "127.0.0.1:$SX_METRICS_PORT" }   # read after each run (spool_line)
 smtp:
   max_connections_per_ip: 50   # Postfix's smtpd_client_connection_count_limit
 delivery:
@@ -537,12 +540,50 @@ expect_refusal() {
     esac
 }
 
+# ------------------------------------------------------------------------ spool figures
+# scrape_spool: splitmx's spool metrics as "syncs spooled b1 c1 b2 c2 ..." (histogram
+# bucket bounds and cumulative counts of splitmx_spool_commit_wait_seconds).
+scrape_spool() {
+    local reply
+    reply=$(exec 3<>"/dev/tcp/127.0.0.1/$SX_METRICS_PORT" &&
+        printf 'GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n' >&3 && cat <&3) || return 1
+    awk '$1 == "splitmx_spool_syncs_total" { s = $2 }
+         $1 == "splitmx_messages_spooled_total" { m = $2 }
+         $1 ~ /^splitmx_spool_commit_wait_seconds_bucket/ {
+             le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); b = b " " le " " $2 }
+         END { print s + 0, m + 0 b }' <<<"$reply"
+}
+
+# spool_line BEFORE AFTER: messages per fsync and the commit wait's median and 90th
+# percentile between two scrapes, interpolated inside the histogram's buckets as
+# Prometheus's histogram_quantile does.
+spool_line() {
+    awk -v a="$1" -v b="$2" '
+    function q(f,    i, lo, prev, c) {
+        lo = 0; prev = 0
+        for (i = 3; i < nb; i += 2) {
+            c = y[i + 1] - x[i + 1]
+            if (c >= f * n) {
+                if (y[i] == "+Inf") return "over " lo * 1000
+                return sprintf("%.2f", (lo + (y[i] - lo) * (f * n - prev) / (c - prev)) * 1000)
+            }
+            lo = y[i]; prev = c
+        }
+    }
+    BEGIN {
+        na = split(a, x, " "); nb = split(b, y, " ")
+        syncs = y[1] - x[1]; msgs = y[2] - x[2]; n = y[nb] - x[na]
+        if (syncs <= 0 || msgs <= 0 || n <= 0 || na != nb) { print "no spool figures"; exit }
+        printf "%.1f messages per fsync; commit wait p50 %s ms, p90 %s ms\n", msgs / syncs, q(0.5), q(0.9)
+    }'
+}
+
 # ------------------------------------------------------------------------ one run
 # run_one KIND MODE M TAG; KIND is ceiling, postfix or splitmx. Sets R_* (see the end).
 run_one() {
     local kind=$1 mode=$2 m=$3 tag=$4
     local port root="" sinks s base=() c0=0 c1=0 bz0 bz1 t0 t1 t2 got rc memf=$RUNDIR/$tag.mem
-    local rss=0 pss=0 v status o0 o1 pr0 pr1
+    local rss=0 pss=0 v status o0 o1 pr0 pr1 spool0=""
     # Start each run on a quiet disk: the previous run's dirty pages and deleted queue
     # files (Postfix: one file per message) are written back now, not during this run.
     sync
@@ -562,6 +603,7 @@ run_one() {
         monitor "$memf" "$root" &
         MON=$!
     fi
+    [ "$kind" = splitmx ] && spool0=$(scrape_spool)
     read -r bz0 pr0 <<<"$(machine_ticks)"
     o0=$(our_ticks)
     t0=$(now)
@@ -587,6 +629,7 @@ run_one() {
     sleep "$SETTLE"
     read -r bz1 pr1 <<<"$(machine_ticks)"
     o1=$(our_ticks)
+    [ "$kind" = splitmx ] && log "splitmx spool, $tag: $(spool_line "$spool0" "$(scrape_spool)")"
     if [ -n "$root" ]; then
         c1=$(tree_ticks "$root")
         kill "$MON" 2>/dev/null
@@ -625,7 +668,7 @@ run_one() {
 }
 
 # ------------------------------------------------------------------------ main
-read -r PF_PORT SX_PORT LOCAL_PORT SUITE_PORT CEIL_PORT <<<"$(free_ports 5)" || die "no free ports"
+read -r PF_PORT SX_PORT LOCAL_PORT SUITE_PORT CEIL_PORT SX_METRICS_PORT <<<"$(free_ports 6)" || die "no free ports"
 log "scratch directory $WORK; sink dumps in $DUMPS"
 start_sink local "$LOCAL_PORT"
 start_sink suite "$SUITE_PORT"
