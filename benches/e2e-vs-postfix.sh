@@ -27,8 +27,8 @@
 # hold every message), gateway CPU per message, peak memory, and the recipients each sink
 # received, checked one by one against the map from the sinks' dumps (every recipient at
 # the right sink, none missing, none twice). Prints the medians and splitmx/Postfix.
-# After each splitmx run it also logs, from splitmx's metrics endpoint, the spool's
-# messages per fsync and how long messages waited for their commit (median, p90).
+# For splitmx it also reports, from its metrics endpoint, the spool's messages per fsync
+# and how long messages waited for their commit (median, and p90 in the log).
 # Exits 1 if any run's split is not exact, 2 on a setup error or a run that cannot finish.
 #
 # Needs: Debian with `apt-get install postfix` (postfix, postmap, smtp-source, smtp-sink in
@@ -505,7 +505,7 @@ hostname: gw.bench.test
 listen: ["127.0.0.1:$port"]
 routing: { dir: routing }
 spool: spool
-metrics: { listen: "127.0.0.1:$SX_METRICS_PORT" }   # read after each run (spool_line)
+metrics: { listen: "127.0.0.1:$SX_METRICS_PORT" }   # read after each run (spool_figures)
 smtp:
   max_connections_per_ip: 50   # Postfix's smtpd_client_connection_count_limit
 delivery:
@@ -554,18 +554,18 @@ scrape_spool() {
          END { print s + 0, m + 0 b }' <<<"$reply"
 }
 
-# spool_line BEFORE AFTER: messages per fsync and the commit wait's median and 90th
-# percentile between two scrapes, interpolated inside the histogram's buckets as
+# spool_figures BEFORE AFTER: "MSGS_PER_FSYNC P50_MS P90_MS" between two scrapes ("- - -"
+# without figures); the percentiles are interpolated inside the histogram's buckets as
 # Prometheus's histogram_quantile does.
-spool_line() {
+spool_figures() {
     awk -v a="$1" -v b="$2" '
     function q(f,    i, lo, prev, c) {
         lo = 0; prev = 0
         for (i = 3; i < nb; i += 2) {
             c = y[i + 1] - x[i + 1]
             if (c >= f * n) {
-                if (y[i] == "+Inf") return "over " lo * 1000
-                return sprintf("%.2f", (lo + (y[i] - lo) * (f * n - prev) / (c - prev)) * 1000)
+                if (y[i] == "+Inf") return lo * 1000
+                return (lo + (y[i] - lo) * (f * n - prev) / (c - prev)) * 1000
             }
             lo = y[i]; prev = c
         }
@@ -573,8 +573,8 @@ spool_line() {
     BEGIN {
         na = split(a, x, " "); nb = split(b, y, " ")
         syncs = y[1] - x[1]; msgs = y[2] - x[2]; n = y[nb] - x[na]
-        if (syncs <= 0 || msgs <= 0 || n <= 0 || na != nb) { print "no spool figures"; exit }
-        printf "%.1f messages per fsync; commit wait p50 %s ms, p90 %s ms\n", msgs / syncs, q(0.5), q(0.9)
+        if (syncs <= 0 || msgs <= 0 || n <= 0 || na != nb) { print "- - -"; exit }
+        printf "%.1f %.2f %.2f\n", msgs / syncs, q(0.5), q(0.9)
     }'
 }
 
@@ -629,7 +629,11 @@ run_one() {
     sleep "$SETTLE"
     read -r bz1 pr1 <<<"$(machine_ticks)"
     o1=$(our_ticks)
-    [ "$kind" = splitmx ] && log "splitmx spool, $tag: $(spool_line "$spool0" "$(scrape_spool)")"
+    R_FSYNC=- R_WAIT=-
+    if [ "$kind" = splitmx ]; then
+        read -r R_FSYNC R_WAIT v <<<"$(spool_figures "$spool0" "$(scrape_spool)")"
+        log "splitmx spool, $tag: $R_FSYNC messages per fsync; commit wait p50 $R_WAIT ms, p90 $v ms"
+    fi
     if [ -n "$root" ]; then
         c1=$(tree_ticks "$root")
         kill "$MON" 2>/dev/null
@@ -727,7 +731,7 @@ for ((r = 1; r <= RUNS; r++)); do
             [ "$R_EXACT" = 1 ] || FAILED=1
             printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s %6s  %s\n' "$kind" "$mode" "$r" \
                 "$R_FRONT" "$R_E2E" "$R_SECS" "$cpu" "$rss" "$pss" "$R_LOCAL" "$R_SUITE" "$R_BUSY" "$R_OTHERS" "$R_STATUS"
-            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT $R_OTHERS" >>"$ROWS"
+            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT $R_OTHERS $R_FSYNC $R_WAIT" >>"$ROWS"
         done
     done
 done
@@ -785,6 +789,8 @@ for mode in $MODES; do
         "$(pct "$pe" "$c")" "$(pct "$se" "$c")"
     printf '%-36s %14s %14s\n' "end-to-end / its round's ceiling" \
         "$(round_pct postfix "$mode")" "$(round_pct splitmx "$mode")"
+    printf '%-36s %14s %14s\n' "spool: messages per fsync" - "$(fmt "$(med splitmx "$mode" 13)" %.1f)"
+    printf '%-36s %14s %14s\n' "spool: commit wait p50, ms" - "$(fmt "$(med splitmx "$mode" 14)" %.2f)"
     echo
 done
 cat <<EOF
@@ -797,6 +803,8 @@ peak RSS: splitmx: VmHWM of its process during the run; Postfix: the largest sum
   largest sum of Pss (shared pages divided among their users), sampled every 0.5 s, for both.
 end-to-end / its round's ceiling: each run's end-to-end rate over the ceiling measured just
   before it in the same round; median over the rounds (lowest-highest).
+spool: splitmx's metrics over the run: messages per group commit (fsync), and the median
+  wait of a message at the end of DATA for its write and fsync (before its 250).
 recipients: counted one by one in the sinks' dumps; "exact" means each recipient arrived once,
   at the sink the map names, and no other recipient arrived.
 busy: cores busy machine-wide during the run; others: of those, cores used by processes this
