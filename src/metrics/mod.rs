@@ -522,6 +522,45 @@ mod tests {
     }
 
     #[test]
+    fn spool_totals_are_read_at_scrape_and_commit_waits_land_in_their_bucket() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let m = Metrics::new();
+        let failures = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&failures);
+        m.set_spool_probe(Box::new(move || SpoolTotals {
+            syncs: 7,
+            failures: seen.load(Ordering::Relaxed),
+        }));
+        m.spool_commit(Duration::from_micros(150));
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "splitmx_spool_syncs_total"),
+            Some(7.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "splitmx_spool_write_failures_total"),
+            Some(0.0)
+        );
+        let bucket = |text: &str, le: &str| {
+            value(
+                text,
+                &format!("splitmx_spool_commit_wait_seconds_bucket{{le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(bucket(&text, "0.0001"), Some(0.0), "{text}");
+        assert_eq!(bucket(&text, "0.0002"), Some(1.0), "{text}");
+        failures.store(2, Ordering::Relaxed);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "splitmx_spool_write_failures_total"),
+            Some(2.0)
+        );
+        assert_eq!(value(&text, "splitmx_spool_syncs_total"), Some(7.0));
+    }
+
+    #[test]
     fn reload_counters_follow_the_router_totals() {
         let m = Metrics::new();
         m.reloads_up_to("applied", 3);
