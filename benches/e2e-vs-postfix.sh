@@ -615,6 +615,9 @@ run_one() {
     rc=$?
     got=$GOT
     t2=$(now)
+    # Before the settle time: cores busy while the run ran, not diluted by the idle second.
+    read -r bz1 pr1 <<<"$(machine_ticks)"
+    o1=$(our_ticks)
     if [ $rc -ne 0 ]; then
         log "$kind: only $got of $m delivered after $(calc %.0f "$t2 - $t0") s; the front end had accepted all $m after $(calc %.1f "$t1 - $t0") s (limits: STALL_TIMEOUT=$STALL_TIMEOUT s without a new delivery, RUN_TIMEOUT=$RUN_TIMEOUT s in all)"
         [ "$kind" = splitmx ] && ! pid_alive "$SX_PID" && log "splitmx is no longer running"
@@ -627,8 +630,6 @@ run_one() {
         die "$kind: only $got of $m delivered after $(calc %.0f "$t2 - $t0") s"
     fi
     sleep "$SETTLE"
-    read -r bz1 pr1 <<<"$(machine_ticks)"
-    o1=$(our_ticks)
     R_FSYNC=- R_WAIT=-
     if [ "$kind" = splitmx ]; then
         read -r R_FSYNC R_WAIT v <<<"$(spool_figures "$spool0" "$(scrape_spool)")"
@@ -666,8 +667,8 @@ run_one() {
     R_CPU=$(calc %.3f "($c1 - $c0) * 1000 / $HZ / $m")
     R_RSS=$(calc %.1f "$rss / 1024")
     R_PSS=$(calc %.1f "$pss / 1024")
-    R_BUSY=$(calc %.2f "($bz1 - $bz0) / $HZ / ($t2 - $t0 + $SETTLE)")
-    R_OTHERS=$(calc %.2f "($pr1 - $pr0 - ($o1 - $o0)) / $HZ / ($t2 - $t0 + $SETTLE)")
+    R_BUSY=$(calc %.2f "($bz1 - $bz0) / $HZ / ($t2 - $t0)")
+    R_OTHERS=$(calc %.2f "($pr1 - $pr0 - ($o1 - $o0)) / $HZ / ($t2 - $t0)")
     case $R_OTHERS in -*) R_OTHERS=0.00 ;; esac
 }
 
@@ -731,7 +732,7 @@ for ((r = 1; r <= RUNS; r++)); do
             [ "$R_EXACT" = 1 ] || FAILED=1
             printf '%-8s %-5s %-3s %8s %8s %7s %7s %8s %8s %6s %6s %5s %6s  %s\n' "$kind" "$mode" "$r" \
                 "$R_FRONT" "$R_E2E" "$R_SECS" "$cpu" "$rss" "$pss" "$R_LOCAL" "$R_SUITE" "$R_BUSY" "$R_OTHERS" "$R_STATUS"
-            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT $R_OTHERS $R_FSYNC $R_WAIT" >>"$ROWS"
+            echo "$kind $mode $r $R_FRONT $R_E2E $R_CPU $R_RSS $R_PSS $R_LOCAL $R_SUITE $R_EXACT $R_OTHERS $R_FSYNC $R_WAIT $R_BUSY" >>"$ROWS"
         done
     done
 done
@@ -789,6 +790,9 @@ for mode in $MODES; do
         "$(pct "$pe" "$c")" "$(pct "$se" "$c")"
     printf '%-36s %14s %14s\n' "end-to-end / its round's ceiling" \
         "$(round_pct postfix "$mode")" "$(round_pct splitmx "$mode")"
+    printf '%-36s %14s %14s   (ceiling %s; the machine has %s)\n' "cores busy, whole machine" \
+        "$(fmt "$(med postfix "$mode" 15)" %.2f)" "$(fmt "$(med splitmx "$mode" 15)" %.2f)" \
+        "$(fmt "$(med ceiling "$mode" 15)" %.2f)" "$(nproc)"
     printf '%-36s %14s %14s\n' "spool: messages per fsync" - "$(fmt "$(med splitmx "$mode" 13)" %.1f)"
     printf '%-36s %14s %14s\n' "spool: commit wait p50, ms" - "$(fmt "$(med splitmx "$mode" 14)" %.2f)"
     echo
@@ -807,8 +811,10 @@ spool: splitmx's metrics over the run: messages per group commit (fsync), and th
   wait of a message at the end of DATA for its write and fsync (before its 250).
 recipients: counted one by one in the sinks' dumps; "exact" means each recipient arrived once,
   at the sink the map names, and no other recipient arrived.
-busy: cores busy machine-wide during the run; others: of those, cores used by processes this
-  script did not start (other tenants). Compare figures only from runs where others is ~0.
+busy: cores busy machine-wide from the run's start until the sinks held every message (all
+  the machine's cores busy: the run was bound by CPU, not by waiting); others: of those, cores
+  used by processes this script did not start (other tenants). Compare figures only from runs
+  where others is ~0.
 EOF
 others=$(awk '$1 != "ceiling" { print $12 }' "$ROWS" | sort -g | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }')
 if awk -v o="$others" 'BEGIN { exit !(o > 0.2) }'; then
