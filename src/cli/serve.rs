@@ -118,7 +118,7 @@ async fn serve(config: GatewayConfig) -> ExitCode {
         let m = crate::metrics::metrics();
         m.set_router(&router);
         m.set_queue_probe(crate::metrics::spool_probe(spool.clone()));
-        m.set_spool_probe(crate::metrics::spool_totals(spool.clone()));
+        m.set_spool_totals_probe(crate::metrics::spool_totals(spool.clone()));
         if let Ok(bound) = listener.local_addr() {
             tracing::info!(listen = %bound, "metrics listening");
         }

@@ -95,11 +95,11 @@ pub struct SpoolTotals {
 }
 
 /// Reads the spool's totals when the endpoint is scraped.
-pub type SpoolProbe = Box<dyn Fn() -> SpoolTotals + Send + Sync>;
+pub type SpoolTotalsProbe = Box<dyn Fn() -> SpoolTotals + Send + Sync>;
 
 /// The totals of `spool` (fsyncs, failed batches) for the metrics endpoint.
 #[cfg(feature = "server")]
-pub fn spool_totals(spool: crate::spool::Spool) -> SpoolProbe {
+pub fn spool_totals(spool: crate::spool::Spool) -> SpoolTotalsProbe {
     Box::new(move || {
         let s = spool.stats();
         SpoolTotals {
@@ -132,7 +132,7 @@ pub struct Metrics {
     spool_commit_wait: Histogram,
     spool_syncs: Counter,
     spool_failures: Counter,
-    spool_probe: Mutex<Option<SpoolProbe>>,
+    spool_totals_probe: Mutex<Option<SpoolTotalsProbe>>,
     queue_probe: Mutex<Option<QueueProbe>>,
     router: Mutex<Option<std::sync::Weak<Router>>>,
 }
@@ -175,7 +175,7 @@ impl Metrics {
             spool_commit_wait: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             spool_syncs: Counter::default(),
             spool_failures: Counter::default(),
-            spool_probe: Mutex::new(None),
+            spool_totals_probe: Mutex::new(None),
             registry: Registry::default(),
             queue_probe: Mutex::new(None),
             router: Mutex::new(None),
@@ -396,9 +396,9 @@ impl Metrics {
     }
 
     /// Where the spool's totals come from at scrape time (set by `splitmx serve`).
-    pub fn set_spool_probe(&self, probe: SpoolProbe) {
+    pub fn set_spool_totals_probe(&self, probe: SpoolTotalsProbe) {
         *self
-            .spool_probe
+            .spool_totals_probe
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(probe);
     }
@@ -429,7 +429,7 @@ impl Metrics {
             self.table(&v.hash, v.commit.as_deref().unwrap_or(""));
         }
         if let Some(probe) = &*self
-            .spool_probe
+            .spool_totals_probe
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
         {
@@ -528,7 +528,7 @@ mod tests {
         let m = Metrics::new();
         let failures = Arc::new(AtomicU64::new(0));
         let seen = Arc::clone(&failures);
-        m.set_spool_probe(Box::new(move || SpoolTotals {
+        m.set_spool_totals_probe(Box::new(move || SpoolTotals {
             syncs: 7,
             failures: seen.load(Ordering::Relaxed),
         }));
