@@ -388,6 +388,166 @@ fn a_busy_next_hop_gets_transactions_sent_ahead_and_each_message_once() {
     });
 }
 
+/// A next hop with one connection busy on a slow transaction, and the `wait` setting.
+struct BusyHop {
+    suite: Scripted,
+    gw: Gateway,
+    _dns: DnsServer,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl BusyHop {
+    /// Starts the peer (RCPT of `slow@example.com` answered after `slow`) and the gateway
+    /// with `wait_for_busy_connection: wait`, and delivers one message so that the
+    /// gateway has one open, idle connection and knows the next hop answers quickly.
+    fn start(slow: Duration, wait: &str) -> BusyHop {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let suite = rt.block_on(Scripted::start(
+            Script::default().slow_rcpt("slow@example.com", slow),
+        ));
+        let dns = DnsServer::start(dns_zone());
+        let tables = [(
+            "example.com.yaml",
+            format!(
+                "routes:\n  suite: smtp:[127.0.0.1]:{}\ndomains: [example.com]\ndefault: suite\n",
+                suite.addr.port()
+            ),
+        )];
+        let setting = format!("wait_for_busy_connection: {wait}");
+        let gw = Gateway::with(options(&tables, &dns, &[setting.as_str()]));
+        let hop = BusyHop {
+            suite,
+            gw,
+            _dns: dns,
+            _rt: rt,
+        };
+        send(
+            &hop.gw,
+            "sender@example.net",
+            &["warm@example.com"],
+            b"Subject: warm\r\n\r\nwarm\r\n",
+        );
+        hop.wait_messages(1);
+        // Its result recorded: the connection is idle and its time is known.
+        wait_queue(&hop.gw, Duration::from_secs(10), "an empty queue", |q| {
+            messages(q).is_empty()
+        });
+        hop
+    }
+
+    /// Sends `slow@example.com` a message, waits until its transaction is at the peer,
+    /// then sends `next@example.com` one, and waits for all three messages.
+    fn slow_then_next(&self) -> peers::scripted::Record {
+        send(
+            &self.gw,
+            "sender@example.net",
+            &["slow@example.com"],
+            b"Subject: slow\r\n\r\nslow\r\n",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .suite
+            .commands()
+            .iter()
+            .any(|c| c == "RCPT TO:<slow@example.com>")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        send(
+            &self.gw,
+            "sender@example.net",
+            &["next@example.com"],
+            b"Subject: next\r\n\r\nnext\r\n",
+        );
+        self.wait_messages(3);
+        self.suite.record()
+    }
+
+    fn wait_messages(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.suite.messages().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(self.suite.messages().len(), n, "{}", self.gw.stderr_text());
+    }
+}
+
+/// The subjects of the messages the peer received, in order.
+fn subjects(record: &peers::scripted::Record) -> Vec<String> {
+    record
+        .messages
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(m);
+            let at = text.find("Subject: ").map_or(0, |i| i + 9);
+            text[at..].lines().next().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+/// A next hop that answers quickly: a message that arrives while its one connection is
+/// busy waits for that connection and goes out behind the message ahead of it (its
+/// MAIL in the same packet as the final dot), instead of opening a second connection.
+/// With `wait_for_busy_connection: 0s` it takes a connection of its own at once.
+#[test]
+fn a_message_for_a_quick_next_hop_waits_for_its_busy_connection_and_goes_behind_the_dot() {
+    let hop = BusyHop::start(Duration::from_millis(800), "2s");
+    let record = hop.slow_then_next();
+    let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
+    assert_eq!(connects, 1, "{:?}", record.commands);
+    assert_eq!(subjects(&record), ["warm", "slow", "next"]);
+    assert_eq!(record.ahead.len(), 1, "{:?}", record.commands);
+    assert!(
+        record.ahead[0].starts_with("MAIL FROM:<sender@example.net>"),
+        "{:?}",
+        record.ahead
+    );
+    // The message sent ahead follows the slow one's dot directly: MAIL, RCPT, DATA.
+    let rcpts: Vec<&String> = record
+        .commands
+        .iter()
+        .filter(|c| c.starts_with("RCPT"))
+        .collect();
+    assert_eq!(
+        rcpts,
+        [
+            "RCPT TO:<warm@example.com>",
+            "RCPT TO:<slow@example.com>",
+            "RCPT TO:<next@example.com>"
+        ]
+    );
+
+    let hop = BusyHop::start(Duration::from_millis(800), "0s");
+    let record = hop.slow_then_next();
+    let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
+    assert_eq!(
+        connects, 2,
+        "turned off, the message takes a connection of its own: {:?}",
+        record.commands
+    );
+    assert_eq!(subjects(&record), ["warm", "next", "slow"]);
+    assert!(record.ahead.is_empty(), "{:?}", record.ahead);
+}
+
+/// A busy connection that stalls holds a waiting message no longer than
+/// `wait_for_busy_connection`: then it gets a connection of its own, and is delivered
+/// long before the stalled transaction ends.
+#[test]
+fn a_message_waits_no_longer_than_wait_for_busy_connection_behind_a_stalled_transaction() {
+    let hop = BusyHop::start(Duration::from_secs(4), "200ms");
+    let started = Instant::now();
+    let record = hop.slow_then_next();
+    let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
+    assert_eq!(connects, 2, "{:?}", record.commands);
+    assert_eq!(subjects(&record), ["warm", "next", "slow"]);
+    assert!(record.ahead.is_empty(), "{:?}", record.ahead);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "the slow one took its time"
+    );
+}
+
 /// Recipients refused by two different next hops in the same attempt are reported to the
 /// sender in one notice, not one per next hop.
 #[test]

@@ -29,6 +29,12 @@ pub struct DeliveryConfig {
     /// Time allowed for sending the message and getting the reply to the final dot.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub data_timeout: Duration,
+    /// How long a job may wait for a busy connection to its next hop, to go out behind
+    /// its message (one round trip less) rather than on an idle or new connection. Only
+    /// while that next hop's transactions take no longer than this; `0s` sends every job
+    /// on a free connection at once, up to `max_per_next_hop`.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub wait_for_busy_connection: Duration,
     /// How long an idle connection to a next hop is kept open for reuse.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub idle_timeout: Duration,
@@ -62,6 +68,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            wait_for_busy_connection: Duration::from_millis(20),
             idle_timeout: Duration::from_secs(5),
             retry_min: Duration::from_secs(60),
             retry_max: Duration::from_secs(4 * 3600),

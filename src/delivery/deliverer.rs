@@ -7,7 +7,7 @@ use super::client::{ClientError, ClientSettings, Connection, Protocol};
 use super::maildir::Maildir;
 use super::mx::{MxError, Resolver, SelfGuard};
 use super::queue::Agent;
-use super::{HopKey, RcptResult, ResultKind, Transaction};
+use super::{HopKey, NextTransaction, RcptResult, ResultKind, Transaction};
 use crate::config::GatewayConfig;
 use crate::routing::address::Address;
 
@@ -86,7 +86,7 @@ impl Agent for Deliverer {
         hop: &'a HopKey,
         session: &'a mut Option<Connection>,
         tx: &'a Transaction<'a>,
-        next: Option<&'a Transaction<'a>>,
+        next: &'a mut dyn NextTransaction,
     ) -> Vec<RcptResult> {
         let all = |r: RcptResult| vec![r; tx.recipients.len()];
         let (protocol, next_hop, tls) = match hop {
@@ -96,7 +96,7 @@ impl Agent for Deliverer {
         };
         if let Some(conn) = session.as_mut() {
             if conn.is_ready_for(tx) {
-                return conn.deliver(tx, next).await;
+                return conn.deliver_taking(tx, next).await;
             }
             if let Some(old) = session.take() {
                 old.quit().await;
@@ -126,7 +126,7 @@ impl Agent for Deliverer {
             }
             match Connection::open(peer, protocol, tls, &self.settings).await {
                 Ok(mut conn) => {
-                    let results = conn.deliver(tx, next).await;
+                    let results = conn.deliver_taking(tx, next).await;
                     *session = Some(conn);
                     return results;
                 }

@@ -35,4 +35,4 @@ pub use config::DeliveryConfig;
 pub use deliverer::{Deliverer, DelivererError};
 pub use hop::{HopError, HopKey};
 pub use peer::{Endpoint, Peer};
-pub use transaction::{RcptResult, ResultKind, Transaction, TxRecipient};
+pub use transaction::{NextTransaction, RcptResult, ResultKind, Transaction, TxRecipient};

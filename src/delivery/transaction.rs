@@ -17,6 +17,39 @@ pub struct Transaction<'a> {
     pub body: &'a [u8],
 }
 
+/// Where a delivery agent gets the transaction it may send ahead of a message's final
+/// reply: the same session's next transaction.
+///
+/// An agent asks at the last moment it can use the answer (the SMTP client: when the
+/// message's final dot is about to go out), so that a job that arrived while the
+/// message was on its way still rides behind it. Once `send` has been called, the
+/// session is committed to that transaction: the next delivery on it must be the one
+/// offered.
+///
+/// ```
+/// use splitmx::delivery::{NextTransaction, Transaction};
+///
+/// let next = Transaction { sender: "a@example.com", mail_params: &[], recipients: &[], body: b"" };
+/// let mut source = Some(&next);
+/// let mut offered = 0;
+/// source.take_with(&mut |t| offered += t.body.len() + 1);
+/// source.take_with(&mut |_| offered += 10); // offered once only
+/// assert_eq!(offered, 1);
+/// ```
+pub trait NextTransaction: Send {
+    /// Calls `send` with the next transaction, if there is one to send ahead now.
+    fn take_with(&mut self, send: &mut dyn FnMut(&Transaction<'_>));
+}
+
+/// A transaction known in advance is offered once.
+impl NextTransaction for Option<&Transaction<'_>> {
+    fn take_with(&mut self, send: &mut dyn FnMut(&Transaction<'_>)) {
+        if let Some(next) = self.take() {
+            send(next);
+        }
+    }
+}
+
 /// One recipient of a [`Transaction`].
 #[derive(Debug, Clone, Copy)]
 pub struct TxRecipient<'a> {

@@ -32,6 +32,9 @@ pub struct Script {
     pub mail_reply: String,
     /// Reply to RCPT per address (lower case); others get `250 2.1.5 Ok`.
     pub rcpt_replies: HashMap<String, String>,
+    /// How long to wait before answering RCPT, per address (lower case): a slow
+    /// transaction, holding its connection busy.
+    pub rcpt_delays: HashMap<String, Duration>,
     /// Reply to DATA when a recipient was accepted.
     pub data_reply: String,
     /// Reply to the final dot (SMTP).
@@ -71,6 +74,7 @@ impl Default for Script {
             ehlo_reply: None,
             mail_reply: "250 2.1.0 Ok".to_string(),
             rcpt_replies: HashMap::new(),
+            rcpt_delays: HashMap::new(),
             data_reply: "354 End data with <CR><LF>.<CR><LF>".to_string(),
             final_reply: "250 2.0.0 Ok: queued as SCRIPTED1".to_string(),
             lmtp_replies: HashMap::new(),
@@ -89,6 +93,12 @@ impl Script {
     pub fn rcpt(mut self, address: &str, reply: &str) -> Script {
         self.rcpt_replies
             .insert(address.to_ascii_lowercase(), reply.to_string());
+        self
+    }
+
+    /// Wait `delay` before answering RCPT for `address`.
+    pub fn slow_rcpt(mut self, address: &str, delay: Duration) -> Script {
+        self.rcpt_delays.insert(address.to_ascii_lowercase(), delay);
         self
     }
 
@@ -327,6 +337,9 @@ async fn session(
                     .get(&address)
                     .cloned()
                     .unwrap_or_else(|| "250 2.1.5 Ok".to_string());
+                if let Some(delay) = script.rcpt_delays.get(&address) {
+                    tokio::time::sleep(*delay).await;
+                }
                 if reply.starts_with('2') {
                     accepted.push(address);
                 }

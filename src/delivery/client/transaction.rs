@@ -13,7 +13,7 @@ use super::reply::Reply;
 use super::stream::WireError;
 use super::stuffing::DotStuffer;
 use super::{Connection, Protocol, State};
-use crate::delivery::{RcptResult, ResultKind, Transaction, TxRecipient};
+use crate::delivery::{NextTransaction, RcptResult, ResultKind, Transaction, TxRecipient};
 
 /// Results so far: `None` until a recipient's fate is known.
 type Results = [Option<RcptResult>];
@@ -32,7 +32,18 @@ impl Connection {
     pub async fn deliver(
         &mut self,
         tx: &Transaction<'_>,
-        next: Option<&Transaction<'_>>,
+        mut next: Option<&Transaction<'_>>,
+    ) -> Vec<RcptResult> {
+        self.deliver_taking(tx, &mut next).await
+    }
+
+    /// [`Connection::deliver`], asking `next` for the transaction to send ahead only
+    /// when the final dot is about to go out (and only if the peer pipelines): a queue
+    /// can then hand over a job that arrived while this message was under way.
+    pub async fn deliver_taking(
+        &mut self,
+        tx: &Transaction<'_>,
+        next: &mut dyn NextTransaction,
     ) -> Vec<RcptResult> {
         let mut results: Vec<Option<RcptResult>> = vec![None; tx.recipients.len()];
         if let Err(undecided) = self.transaction(tx, next, &mut results).await {
@@ -56,7 +67,7 @@ impl Connection {
     async fn transaction(
         &mut self,
         tx: &Transaction<'_>,
-        next: Option<&Transaction<'_>>,
+        next: &mut dyn NextTransaction,
         results: &mut Results,
     ) -> Result<(), RcptResult> {
         if results.is_empty() {
@@ -128,7 +139,8 @@ impl Connection {
             }
             self.wire.queue(b"DATA\r\n");
             let data = self.command(Stage::Data).await?;
-            self.send_message(tx, None, data, &accepted, results).await
+            self.send_message(tx, &mut None, data, &accepted, results)
+                .await
         }
     }
 
@@ -193,8 +205,17 @@ impl Connection {
     /// The commands of `next`, queued behind the message when they can go ahead: the
     /// peer pipelines, and `next` passes the checks that need no round trip. Returns
     /// the key of what was queued.
-    fn queue_ahead(&mut self, next: Option<&Transaction<'_>>) -> Option<u64> {
-        let next = next.filter(|_| self.caps.pipelining)?;
+    fn queue_ahead(&mut self, next: &mut dyn NextTransaction) -> Option<u64> {
+        if !self.caps.pipelining {
+            return None;
+        }
+        let mut ahead = None;
+        next.take_with(&mut |t| ahead = self.queue_commands_ahead(t));
+        ahead
+    }
+
+    /// [`Connection::queue_ahead`] for the transaction taken.
+    fn queue_commands_ahead(&mut self, next: &Transaction<'_>) -> Option<u64> {
         let smtputf8 = self.check_message(next).ok()?;
         if next.recipients.is_empty() || !next.recipients.iter().all(|r| printable(r.address)) {
             return None;
@@ -291,7 +312,7 @@ impl Connection {
     async fn send_message(
         &mut self,
         tx: &Transaction<'_>,
-        next: Option<&Transaction<'_>>,
+        next: &mut dyn NextTransaction,
         data: Reply,
         accepted: &[usize],
         results: &mut Results,

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::delivery::{HopKey, RcptResult, Transaction};
+use crate::delivery::{HopKey, NextTransaction, RcptResult, Transaction};
 
 /// Something that can deliver a transaction to a next hop.
 ///
@@ -18,17 +18,17 @@ pub trait Agent: Send + Sync + 'static {
     /// Delivers `tx` to `hop`, reusing or replacing `session`. Returns exactly one
     /// result per recipient of `tx`, in order.
     ///
-    /// `next`, when given, is the transaction the queue will deliver next over this
-    /// `session` (the next hop's next job, already taken by this worker): an agent may
-    /// send part of it ahead, as the SMTP client pipelines its MAIL, RCPT and DATA
-    /// behind this message's final dot. The next call with this session is then for
-    /// `next`; an agent may ignore it.
+    /// `next` hands out the next hop's next job for this `session` when the agent asks
+    /// for it: an agent may send part of it ahead, as the SMTP client pipelines its
+    /// MAIL, RCPT and DATA behind this message's final dot. Once it took one, the next
+    /// call with this session is for that transaction. An agent that never asks
+    /// delivers one job per call.
     fn deliver<'a>(
         &'a self,
         hop: &'a HopKey,
         session: &'a mut Option<Self::Session>,
         tx: &'a Transaction<'a>,
-        next: Option<&'a Transaction<'a>>,
+        next: &'a mut dyn NextTransaction,
     ) -> impl Future<Output = Vec<RcptResult>> + Send + 'a;
 
     /// Closes a session that is no longer needed (QUIT).

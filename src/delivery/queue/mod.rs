@@ -10,6 +10,7 @@
 //! one fsync wide and is the only way to a duplicate.
 
 mod agent;
+mod ahead;
 mod notice;
 mod state;
 
@@ -22,6 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 pub use agent::Agent;
 pub use notice::NoticeError;
 
+use self::ahead::TakeAhead;
 use self::state::{Job, Msg, State};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::{DeliveryConfig, HopKey, RcptResult, ResultKind, Transaction, TxRecipient};
@@ -378,18 +380,10 @@ impl<A: Agent> Queue<A> {
         }
     }
 
-    /// Puts a job on its next hop's queue, waking or starting a worker.
+    /// Puts a job on its next hop's queue ([`Queue::enqueue_job`]).
     fn enqueue(&self, st: &mut State, hop: HopKey, job: Job) {
-        let max = self.inner.ctx.config.max_per_next_hop.max(1);
         let h = st.hops.entry(hop.clone()).or_default();
-        h.jobs.push_back(job);
-        if h.idle > 0 {
-            h.notify.notify_one();
-        } else if h.workers < max {
-            h.workers += 1;
-            let queue = self.clone();
-            tokio::spawn(async move { queue.worker(hop).await });
-        }
+        self.enqueue_job(&hop, h, job);
     }
 
     async fn load_and_dispatch(&self, id: QueueId) {
@@ -432,9 +426,9 @@ impl<A: Agent> Queue<A> {
     }
 
     /// One worker of a next hop: takes its jobs one after the other over one session,
-    /// and ends after the idle timeout. While it delivers a job it may already hold
-    /// the next one ([`Queue::take_ahead`]), so that the agent can send its commands
-    /// ahead; that job is delivered next, even when the queue is stopping. A job's
+    /// and ends after the idle timeout. While it delivers a job the agent may take the
+    /// next one ([`TakeAhead`]) to send its commands ahead; that job is delivered
+    /// next, even when the queue is stopping. A job's
     /// results are recorded (spool, notices) while the worker delivers the next one, at
     /// most one job behind: the spool's answer is not something the peer should wait
     /// for.
@@ -463,27 +457,26 @@ impl<A: Agent> Queue<A> {
                     }
                 }
             };
-            let results = {
+            let (results, took) = {
                 let _permit = self.inner.permits.acquire().await;
-                ahead = self.take_ahead(&hop);
                 let recipients = tx_recipients(&envelope, &job);
                 let tx = transaction(&envelope, &recipients);
-                let next_recipients = ahead
-                    .as_ref()
-                    .map(|(j, e)| tx_recipients(e, j))
-                    .unwrap_or_default();
-                let next = ahead
-                    .as_ref()
-                    .map(|(_, e)| transaction(e, &next_recipients));
                 self.inner
                     .stats
                     .transactions
                     .fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let mut next = TakeAhead {
+                    queue: &self,
+                    hop: &hop,
+                    taken: None,
+                };
                 let mut results = self
                     .inner
                     .agent
-                    .deliver(&hop, &mut session, &tx, next.as_ref())
+                    .deliver(&hop, &mut session, &tx, &mut next)
                     .await;
+                ahead = next.taken;
                 // An agent must answer for every recipient; anything missing is retried.
                 results.resize_with(recipients.len(), || {
                     RcptResult::local(
@@ -492,12 +485,18 @@ impl<A: Agent> Queue<A> {
                         "no result from the delivery agent",
                     )
                 });
-                results
+                (results, started.elapsed())
             };
             if let Some(previous) = recording.take() {
                 let _ = previous.await;
             }
-            self.lock().recording += 1;
+            {
+                let mut st = self.lock();
+                st.recording += 1;
+                if let Some(h) = st.hops.get_mut(&hop) {
+                    h.observe(took);
+                }
+            }
             let queue = self.clone();
             let at = hop.clone();
             recording = Some(tokio::spawn(async move {
@@ -539,33 +538,6 @@ impl<A: Agent> Queue<A> {
         self.complete(job, &env, None, results).await;
     }
 
-    /// The next job of `hop` for the worker that is about to deliver, when every worker
-    /// the next hop may have is busy (so the job would wait anyway) and its message is in
-    /// memory; never for Maildir, which gains nothing from it.
-    fn take_ahead(&self, hop: &HopKey) -> Option<(Job, Arc<NewMessage>)> {
-        if matches!(hop, HopKey::Maildir { .. }) {
-            return None;
-        }
-        let mut st = self.lock();
-        if st.stopping {
-            return None;
-        }
-        let State { hops, messages, .. } = &mut *st;
-        let h = hops.get_mut(hop)?;
-        // Only a job that would wait for a worker anyway: one behind a slow final reply
-        // must not wait when another worker could take it at once.
-        if h.idle > 0 || h.workers < self.inner.ctx.config.max_per_next_hop.max(1) {
-            return None;
-        }
-        let m = messages.get(&h.jobs.front()?.id)?;
-        if m.deleted {
-            return None;
-        }
-        let envelope = Arc::clone(m.envelope.as_ref()?);
-        let job = h.jobs.pop_front()?;
-        Some((job, envelope))
-    }
-
     /// The next job for `hop`, waiting up to the idle timeout; `None` ends the worker.
     async fn next_job(&self, hop: &HopKey) -> Option<Job> {
         let idle = self.inner.ctx.config.idle_timeout;
@@ -574,7 +546,7 @@ impl<A: Agent> Queue<A> {
                 let mut st = self.lock();
                 let stopping = st.stopping;
                 let h = st.hops.get_mut(hop)?;
-                if !stopping && let Some(job) = h.jobs.pop_front() {
+                if !stopping && let Some(job) = h.pop() {
                     return Some(job);
                 }
                 if stopping {
@@ -589,12 +561,12 @@ impl<A: Agent> Queue<A> {
             let stopping = st.stopping;
             let h = st.hops.get_mut(hop)?;
             h.idle -= 1;
-            if !stopping && let Some(job) = h.jobs.pop_front() {
+            if !stopping && let Some(job) = h.pop() {
                 return Some(job);
             }
             if !woken || stopping {
                 h.workers -= 1;
-                if h.workers == 0 && h.jobs.is_empty() {
+                if h.workers == 0 && h.waiting() == 0 {
                     st.hops.remove(hop);
                 }
                 return None;

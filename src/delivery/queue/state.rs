@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -123,12 +123,70 @@ pub(crate) struct Job {
 /// The work waiting for one next hop, and its workers.
 #[derive(Debug, Default)]
 pub(crate) struct Hop {
-    pub(crate) jobs: VecDeque<Job>,
+    jobs: VecDeque<Job>,
     /// Workers running (each may hold a connection).
     pub(crate) workers: usize,
     /// Workers waiting for a job.
     pub(crate) idle: usize,
     pub(crate) notify: Arc<Notify>,
+    /// Jobs queued and taken since the hop was set up: a job is still waiting while
+    /// `taken` is below the `queued` count of its time.
+    queued: u64,
+    taken: u64,
+    /// How long this next hop's recent transactions took (a moving average).
+    pub(crate) tx_time: Option<Duration>,
+    /// The `queued` count when the check for jobs waiting too long for a busy worker
+    /// was set; `None` when no check is due.
+    pub(crate) wait_check: Option<u64>,
+}
+
+impl Hop {
+    /// Adds a job at the end of the line.
+    pub(crate) fn push(&mut self, job: Job) {
+        self.jobs.push_back(job);
+        self.queued += 1;
+    }
+
+    /// Takes the first job in line.
+    pub(crate) fn pop(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        self.taken += 1;
+        Some(job)
+    }
+
+    /// The first job in line.
+    pub(crate) fn front(&self) -> Option<&Job> {
+        self.jobs.front()
+    }
+
+    /// Jobs in line.
+    pub(crate) fn waiting(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Workers that are delivering (or about to look for their next job).
+    pub(crate) fn busy(&self) -> usize {
+        self.workers.saturating_sub(self.idle)
+    }
+
+    /// Jobs queued before the `queued` count was `mark` that are still in line.
+    pub(crate) fn waiting_since(&self, mark: u64) -> usize {
+        usize::try_from(mark.saturating_sub(self.taken)).unwrap_or(usize::MAX)
+    }
+
+    /// The queued count, to compare later with [`Hop::waiting_since`].
+    pub(crate) fn mark(&self) -> u64 {
+        self.queued
+    }
+
+    /// Folds one transaction's duration into [`Hop::tx_time`] (weight 1/8, so one slow
+    /// transaction moves it, and a next hop that slows down shows within a few).
+    pub(crate) fn observe(&mut self, took: Duration) {
+        self.tx_time = Some(match self.tx_time {
+            None => took,
+            Some(t) => (t * 7 + took) / 8,
+        });
+    }
 }
 
 /// Everything behind the queue's mutex.
@@ -193,5 +251,41 @@ impl State {
     /// The next retry time, if any.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.timers.first().map(|&(at, _)| at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: QueueId::new(),
+            indices: vec![0],
+        }
+    }
+
+    #[test]
+    fn one_slow_transaction_moves_the_hops_time_by_an_eighth() {
+        let mut h = Hop::default();
+        h.observe(Duration::from_millis(2));
+        assert_eq!(h.tx_time, Some(Duration::from_millis(2)));
+        h.observe(Duration::from_millis(802));
+        assert_eq!(h.tx_time, Some(Duration::from_millis(102)));
+    }
+
+    #[test]
+    fn jobs_queued_before_a_mark_are_counted_until_taken() {
+        let mut h = Hop::default();
+        h.push(job());
+        h.push(job());
+        let mark = h.mark();
+        h.push(job());
+        assert_eq!(h.waiting_since(mark), 2);
+        assert!(h.pop().is_some());
+        assert_eq!(h.waiting_since(mark), 1);
+        assert!(h.pop().is_some());
+        assert_eq!(h.waiting_since(mark), 0);
+        assert_eq!(h.waiting(), 1, "the one queued after the mark still waits");
     }
 }
