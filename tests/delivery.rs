@@ -238,6 +238,16 @@ fn a_next_hop_down_for_a_while_gets_the_message_after_a_retry() {
 
 /// Tables routing example.com to a next hop on `port`, except sender@example.com, whose
 /// mail (the notices) lands in a Maildir under the gateway's directory.
+/// A table sending all of example.com to the peer on `port`.
+fn suite_only(port: u16) -> [(&'static str, String); 1] {
+    [(
+        "example.com.yaml",
+        format!(
+            "routes:\n  suite: smtp:[127.0.0.1]:{port}\ndomains: [example.com]\ndefault: suite\n"
+        ),
+    )]
+}
+
 fn suite_with_sender_inbox(port: u16) -> [(&'static str, String); 1] {
     [(
         "example.com.yaml",
@@ -325,13 +335,7 @@ fn a_busy_next_hop_gets_transactions_sent_ahead_and_each_message_once() {
         ..Script::default()
     }));
     let dns = DnsServer::start(dns_zone());
-    let tables = [(
-        "example.com.yaml",
-        format!(
-            "routes:\n  suite: smtp:[127.0.0.1]:{}\ndomains: [example.com]\ndefault: suite\n",
-            suite.addr.port()
-        ),
-    )];
+    let tables = suite_only(suite.addr.port());
     let gw = Gateway::with(options(&tables, &dns, &["max_per_next_hop: 1"]));
     std::thread::scope(|s| {
         for t in 0..CLIENTS {
@@ -406,13 +410,7 @@ impl BusyHop {
             Script::default().slow_rcpt("slow@example.com", slow),
         ));
         let dns = DnsServer::start(dns_zone());
-        let tables = [(
-            "example.com.yaml",
-            format!(
-                "routes:\n  suite: smtp:[127.0.0.1]:{}\ndomains: [example.com]\ndefault: suite\n",
-                suite.addr.port()
-            ),
-        )];
+        let tables = suite_only(suite.addr.port());
         let setting = format!("wait_for_busy_connection: {wait}");
         let gw = Gateway::with(options(&tables, &dns, &[setting.as_str()]));
         let hop = BusyHop {
