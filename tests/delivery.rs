@@ -490,7 +490,7 @@ fn subjects(record: &peers::scripted::Record) -> Vec<String> {
 /// With `wait_for_busy_connection: 0s` it takes a connection of its own at once.
 #[test]
 fn a_message_for_a_quick_next_hop_waits_for_its_busy_connection_and_goes_behind_the_dot() {
-    let hop = BusyHop::start(Duration::from_millis(800), "2s");
+    let hop = BusyHop::start(Duration::from_millis(1500), "5s");
     let record = hop.slow_then_next();
     let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
     assert_eq!(connects, 1, "{:?}", record.commands);
@@ -516,7 +516,7 @@ fn a_message_for_a_quick_next_hop_waits_for_its_busy_connection_and_goes_behind_
         ]
     );
 
-    let hop = BusyHop::start(Duration::from_millis(800), "0s");
+    let hop = BusyHop::start(Duration::from_millis(1500), "0s");
     let record = hop.slow_then_next();
     let connects = record.commands.iter().filter(|c| *c == "<connect>").count();
     assert_eq!(
