@@ -396,6 +396,7 @@ fn a_busy_next_hop_gets_transactions_sent_ahead_and_each_message_once() {
 struct BusyHop {
     suite: Scripted,
     gw: Gateway,
+    metrics: std::net::SocketAddr,
     _dns: DnsServer,
     _rt: tokio::runtime::Runtime,
 }
@@ -412,10 +413,16 @@ impl BusyHop {
         let dns = DnsServer::start(dns_zone());
         let tables = suite_only(suite.addr.port());
         let setting = format!("wait_for_busy_connection: {wait}");
-        let gw = Gateway::with(options(&tables, &dns, &[setting.as_str()]));
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let gw = Gateway::with(
+            // Connections stay open for the whole test, to be counted.
+            options(&tables, &dns, &[setting.as_str(), "idle_timeout: 60s"])
+                .config(&format!("metrics:\n  listen: \"{metrics}\"")),
+        );
         let hop = BusyHop {
             suite,
             gw,
+            metrics,
             _dns: dns,
             _rt: rt,
         };
@@ -460,6 +467,25 @@ impl BusyHop {
         );
         self.wait_messages(3);
         self.suite.record()
+    }
+
+    /// The open-connections gauge of the next hop and the sent-ahead counter, once they
+    /// read `want` (the gauge moves when a transaction ends), or as they are after 10 s.
+    fn connections_and_sent_ahead(&self, want: (f64, f64)) -> (f64, f64) {
+        let hop = format!(
+            "splitmx_delivery_connections{{next_hop=\"smtp:[127.0.0.1]:{}\"}}",
+            self.suite.addr.port()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = support::scrape(self.metrics);
+            let at = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+            let seen = (at(&hop), at("splitmx_delivery_sent_ahead_total"));
+            if seen == want || Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_messages(&self, n: usize) {
@@ -515,6 +541,8 @@ fn a_message_for_a_quick_next_hop_waits_for_its_busy_connection_and_goes_behind_
             "RCPT TO:<next@example.com>"
         ]
     );
+    // What an administrator sees: one connection open, one transaction sent ahead.
+    assert_eq!(hop.connections_and_sent_ahead((1.0, 1.0)), (1.0, 1.0));
 
     let hop = BusyHop::start(Duration::from_millis(1500), "0s");
     let record = hop.slow_then_next();
@@ -526,6 +554,7 @@ fn a_message_for_a_quick_next_hop_waits_for_its_busy_connection_and_goes_behind_
     );
     assert_eq!(subjects(&record), ["warm", "next", "slow"]);
     assert!(record.ahead.is_empty(), "{:?}", record.ahead);
+    assert_eq!(hop.connections_and_sent_ahead((2.0, 0.0)), (2.0, 0.0));
 }
 
 /// A busy connection that stalls holds a waiting message no longer than
@@ -544,6 +573,7 @@ fn a_message_waits_no_longer_than_wait_for_busy_connection_behind_a_stalled_tran
         started.elapsed() >= Duration::from_secs(4),
         "the slow one took its time"
     );
+    assert_eq!(hop.connections_and_sent_ahead((2.0, 0.0)), (2.0, 0.0));
 }
 
 /// Recipients refused by two different next hops in the same attempt are reported to the

@@ -8,12 +8,11 @@ mod peers;
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use peers::sink::Sink;
-use support::{Gateway, Options, free_port};
+use support::{Gateway, Options, free_port, get, scrape};
 
 const BODY: &[u8] = b"Subject: metrics\r\n\r\nhello\r\n";
 
@@ -35,39 +34,10 @@ fn gateway_with(a: &Sink, b: &Sink, down_port: u16, extra: &[&str]) -> (Gateway,
         tables: vec![("example.com.yaml".to_string(), table)],
         ..Options::default()
     }
-    .delivery(&["retry_min: 1m", "connect_timeout: 2s"])
+    .delivery(&["retry_min: 1m", "connect_timeout: 2s", "idle_timeout: 1s"])
     .config(&format!("metrics:\n  listen: \"{metrics}\""));
     let options = extra.iter().fold(options, |o, line| o.config(line));
     (Gateway::with(options), metrics)
-}
-
-/// `GET path` on the endpoint: (status line, body).
-fn get(addr: SocketAddr, request: &[u8]) -> (String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
-/// Every sample of a scrape: series (name and labels as printed) → value.
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let (status, body) = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    assert!(body.ends_with("# EOF\n"), "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn at(m: &HashMap<String, f64>, series: &str) -> f64 {
@@ -205,6 +175,24 @@ fn counters_move_by_exactly_what_was_sent() {
         !after.contains_key(&sink_hop),
         "delivered messages are not queued: {after:#?}"
     );
+
+    // The connection to the sink was counted while open, and not after `idle_timeout`
+    // closed it; the dead next hop never had one.
+    let conns =
+        |port: u16| format!("splitmx_delivery_connections{{next_hop=\"smtp:[127.0.0.1]:{port}\"}}");
+    let (to_a, to_down) = (conns(a.addr.port()), conns(down));
+    let idle = scrape_until(metrics, |m| m.get(&to_a) == Some(&0.0));
+    assert_eq!(idle.get(&to_a), Some(&0.0), "{idle:#?}");
+    assert!(!idle.contains_key(&to_down), "{idle:#?}");
+    assert_eq!(
+        moved_in(&before, &idle, "splitmx_delivery_sent_ahead_total"),
+        0.0
+    );
+}
+
+/// How much `series` moved between two scrapes.
+fn moved_in(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
+    at(after, series) - at(before, series)
 }
 
 #[test]

@@ -120,6 +120,8 @@ pub struct Metrics {
     messages_refused: Family<Labels1, Counter>,
     deliveries: Family<Labels2, Counter>,
     self_loops: Counter,
+    delivery_connections: Family<Labels1, Gauge>,
+    sent_ahead: Counter,
     queue_messages: Family<Labels1, Gauge>,
     queue_oldest: Family<Labels1, Gauge<f64, std::sync::atomic::AtomicU64>>,
     ldap_lookups: Family<Labels1, Counter>,
@@ -162,6 +164,8 @@ impl Metrics {
             messages_refused: Family::default(),
             deliveries: Family::default(),
             self_loops: Counter::default(),
+            delivery_connections: Family::default(),
+            sent_ahead: Counter::default(),
             queue_messages: Family::default(),
             queue_oldest: Family::default(),
             ldap_lookups: Family::default(),
@@ -220,6 +224,16 @@ impl Metrics {
             "delivery_self_loops",
             "Recipients deferred (4.4.6) because their next hop is this gateway",
             m.self_loops.clone(),
+        );
+        r.register(
+            "delivery_connections",
+            "Delivery connections open, per next hop",
+            m.delivery_connections.clone(),
+        );
+        r.register(
+            "delivery_sent_ahead",
+            "Transactions whose MAIL, RCPT and DATA went out behind the previous message's final dot",
+            m.sent_ahead.clone(),
         );
         r.register(
             "queue_messages",
@@ -317,6 +331,18 @@ impl Metrics {
         self.messages_refused
             .get_or_create(&[("reason", reason.to_string())])
             .inc();
+    }
+
+    /// A delivery connection to `next_hop` opened (`1`) or closed (`-1`).
+    pub fn delivery_connection(&self, next_hop: &str, change: i64) {
+        self.delivery_connections
+            .get_or_create(&[("next_hop", next_hop.to_string())])
+            .inc_by(change);
+    }
+
+    /// A transaction's commands went out behind the previous message's final dot.
+    pub fn sent_ahead(&self) {
+        self.sent_ahead.inc();
     }
 
     /// One recipient's delivery attempt ended.

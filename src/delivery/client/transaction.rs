@@ -211,6 +211,9 @@ impl Connection {
         }
         let mut ahead = None;
         next.take_with(&mut |t| ahead = self.queue_commands_ahead(t));
+        if ahead.is_some() {
+            crate::metrics::metrics().sent_ahead();
+        }
         ahead
     }
 

@@ -471,12 +471,16 @@ impl<A: Agent> Queue<A> {
                     hop: &hop,
                     taken: None,
                 };
+                let had = session.is_some();
                 let mut results = self
                     .inner
                     .agent
                     .deliver(&hop, &mut session, &tx, &mut next)
                     .await;
                 ahead = next.taken;
+                if had != session.is_some() {
+                    connections(&hop, if had { -1 } else { 1 });
+                }
                 // An agent must answer for every recipient; anything missing is retried.
                 results.resize_with(recipients.len(), || {
                     RcptResult::local(
@@ -508,6 +512,7 @@ impl<A: Agent> Queue<A> {
             let _ = previous.await;
         }
         if let Some(s) = session {
+            connections(&hop, -1);
             self.inner.agent.close(s).await;
         }
     }
@@ -895,6 +900,11 @@ fn tx_recipients<'e>(envelope: &'e NewMessage, job: &Job) -> Vec<TxRecipient<'e>
             params: &r.params,
         })
         .collect()
+}
+
+/// Moves the open-connections gauge of `hop`.
+fn connections(hop: &HopKey, change: i64) {
+    crate::metrics::metrics().delivery_connection(&hop.to_string(), change);
 }
 
 /// The transaction for `recipients` of `envelope`.
