@@ -470,22 +470,17 @@ impl BusyHop {
     }
 
     /// The open-connections gauge of the next hop and the sent-ahead counter, once they
-    /// read `want` (the gauge moves when a transaction ends), or as they are after 10 s.
+    /// read `want` (the gauge moves when a transaction ends), or as they are after 20 s.
     fn connections_and_sent_ahead(&self, want: (f64, f64)) -> (f64, f64) {
         let hop = format!(
             "splitmx_delivery_connections{{next_hop=\"smtp:[127.0.0.1]:{}\"}}",
             self.suite.addr.port()
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = support::scrape(self.metrics);
+        let reading = |m: &std::collections::HashMap<String, f64>| {
             let at = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-            let seen = (at(&hop), at("splitmx_delivery_sent_ahead_total"));
-            if seen == want || Instant::now() > deadline {
-                return seen;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            (at(&hop), at("splitmx_delivery_sent_ahead_total"))
+        };
+        reading(&support::scrape_until(self.metrics, |m| reading(m) == want))
     }
 
     fn wait_messages(&self, n: usize) {

@@ -170,6 +170,21 @@ pub fn scrape(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
+/// Scrapes until `done` holds (delivery runs in the background), at most 20 s.
+pub fn scrape_until(
+    addr: SocketAddr,
+    done: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> std::collections::HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = scrape(addr);
+        if done(&m) || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A free port on 127.0.0.1 (bound, then released for the gateway to take).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

@@ -427,11 +427,10 @@ impl<A: Agent> Queue<A> {
 
     /// One worker of a next hop: takes its jobs one after the other over one session,
     /// and ends after the idle timeout. While it delivers a job the agent may take the
-    /// next one ([`TakeAhead`]) to send its commands ahead; that job is delivered
-    /// next, even when the queue is stopping. A job's
-    /// results are recorded (spool, notices) while the worker delivers the next one, at
-    /// most one job behind: the spool's answer is not something the peer should wait
-    /// for.
+    /// next one ([`TakeAhead`]) to send its commands ahead; that job is delivered next,
+    /// even when the queue is stopping. A job's results are recorded (spool, notices)
+    /// while the worker delivers the next one, at most one job behind: the spool's
+    /// answer is not something the peer should wait for.
     async fn worker(self, hop: HopKey) {
         let mut session: Option<A::Session> = None;
         let mut ahead: Option<(Job, Arc<NewMessage>)> = None;
