@@ -131,6 +131,31 @@ impl Slapd {
     /// Freeze slapd (SIGSTOP): connections are accepted by the kernel, nothing answers.
     pub fn pause(&self) {
         self.signal("-STOP");
+        // kill(2) returns before every thread has stopped; a search answered in that
+        // window made the frozen-directory test see a 250 (seen once in a full run).
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return;
+        };
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // The state follows the parenthesised command name.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                })
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slapd {pid} did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Thaw slapd (SIGCONT).
