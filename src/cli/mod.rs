@@ -9,6 +9,7 @@ mod diff;
 mod diff_output;
 mod explain;
 mod import;
+mod log_fields;
 mod log_writer;
 #[cfg(feature = "server")]
 mod queue;
@@ -392,7 +393,8 @@ fn init_logging() -> Option<log_writer::LogFlush> {
     let json = std::env::var("SPLITMX_LOG_FORMAT").as_deref() == Ok("json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .fmt_fields(log_fields::LogFields);
     if serve {
         let (writer, flush) = log_writer::start();
         let builder = builder.with_writer(writer);

@@ -2,6 +2,7 @@
 //! loop check recognises as our own stamp, the TLS details, the queue id and the table
 //! version; and an RFC 5322 date without a calendar crate.
 
+use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::routing::hops::own_stamp_token;
@@ -40,51 +41,60 @@ impl Stamp<'_> {
             (false, true, false) => "ESMTP",
             (false, false, _) => "SMTP",
         };
-        let helo = sanitize(self.helo);
-        let ip = match self.client_ip {
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-            std::net::IpAddr::V6(ip) => format!("IPv6:{ip}"),
+        // One string, written in place: this runs for every message.
+        let mut out = String::with_capacity(256);
+        out.push_str("Received: from ");
+        push_sanitized(&mut out, self.helo);
+        let _ = match self.client_ip {
+            std::net::IpAddr::V4(ip) => write!(out, " ([{ip}])"),
+            std::net::IpAddr::V6(ip) => write!(out, " ([IPv6:{ip}])"),
         };
-        let mut lines = vec![
-            format!("Received: from {helo} ([{ip}])"),
-            format!(
-                "\t{} with {protocol} id {}",
-                own_stamp_token(self.hostname),
-                self.id
-            ),
-        ];
+        out.push_str("\r\n\t");
+        out.push_str(&own_stamp_token(self.hostname));
+        out.push_str(" with ");
+        out.push_str(protocol);
+        out.push_str(" id ");
+        out.push_str(self.id);
         if let Some(tls) = self.tls {
-            lines.push(format!("\t(using {})", sanitize(tls)));
+            out.push_str("\r\n\t(using ");
+            push_sanitized(&mut out, tls);
+            out.push(')');
         }
-        lines.push(format!(
-            "\t(routing tables {})",
-            sanitize(self.table_version)
-        ));
+        out.push_str("\r\n\t(routing tables ");
+        push_sanitized(&mut out, self.table_version);
+        out.push(')');
         if let Some(rcpt) = self.for_rcpt {
-            lines.push(format!("\tfor <{}>", sanitize(rcpt)));
+            out.push_str("\r\n\tfor <");
+            push_sanitized(&mut out, rcpt);
+            out.push('>');
         }
-        let mut out = lines.join("\r\n");
-        out.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(self.at)));
+        out.push_str(";\r\n\t");
+        push_date(&mut out, self.at);
+        out.push_str("\r\n");
         out
     }
 }
 
-/// Keep header text printable and on one line.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .map(|c| {
-            if c.is_control() || c == '(' || c == ')' {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+/// Appends `s` kept printable and on one line.
+fn push_sanitized(out: &mut String, s: &str) {
+    out.extend(s.chars().take(200).map(|c| {
+        if c.is_control() || c == '(' || c == ')' {
+            '?'
+        } else {
+            c
+        }
+    }));
 }
 
 /// `Mon, 23 Nov 2026 16:00:00 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
+    let mut out = String::with_capacity(32);
+    push_date(&mut out, t);
+    out
+}
+
+/// Appends the RFC 5322 date of `t` (UTC).
+fn push_date(out: &mut String, t: SystemTime) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -98,12 +108,13 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     ];
     let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
     let month = MONTHS[(m as usize).saturating_sub(1).min(11)];
-    format!(
+    let _ = write!(
+        out,
         "{weekday}, {d} {month} {y} {:02}:{:02}:{:02} +0000",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
@@ -132,6 +143,42 @@ mod tests {
         assert_eq!(rfc5322_date(t), "Mon, 23 Nov 2026 01:02:03 +0000");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn whole_fields_with_and_without_tls() {
+        let tls = Stamp {
+            helo: "client(evil)\r\nX",
+            client_ip: "192.0.2.1".parse().unwrap(),
+            hostname: "mx.example.com",
+            esmtp: true,
+            tls: Some("TLSv1_3 with cipher X"),
+            smtputf8: false,
+            id: "ABC123",
+            for_rcpt: Some("alice@example.com"),
+            table_version: "0123456789abcdef",
+            at: UNIX_EPOCH + Duration::from_secs(1_795_392_000 + 3_723),
+        };
+        assert_eq!(
+            tls.render(),
+            "Received: from client?evil???X ([192.0.2.1])\r\n\tby mx.example.com (splitmx) with ESMTPS id ABC123\r\n\t(using TLSv1_3 with cipher X)\r\n\t(routing tables 0123456789abcdef)\r\n\tfor <alice@example.com>;\r\n\tMon, 23 Nov 2026 01:02:03 +0000\r\n"
+        );
+        let plain = Stamp {
+            helo: "h",
+            client_ip: "2001:db8::1".parse().unwrap(),
+            esmtp: false,
+            tls: None,
+            smtputf8: true,
+            id: "Z",
+            for_rcpt: None,
+            table_version: "v",
+            at: UNIX_EPOCH,
+            ..tls
+        };
+        assert_eq!(
+            plain.render(),
+            "Received: from h ([IPv6:2001:db8::1])\r\n\tby mx.example.com (splitmx) with UTF8SMTP id Z\r\n\t(routing tables v);\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
     }
 
     #[test]
