@@ -284,9 +284,10 @@ fn line(out: &mut Vec<u8>, text: &str) {
 }
 
 fn field(out: &mut Vec<u8>, key: &str, value: &str) {
-    let mut v = String::with_capacity(value.len());
-    escape_into(value, b"", &mut v);
-    field_raw(out, key, &v);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b": ");
+    escape_runs(value, b"", |run| out.extend_from_slice(run.as_bytes()));
+    out.push(b'\n');
 }
 
 fn field_raw(out: &mut Vec<u8>, key: &str, escaped: &str) {
@@ -298,11 +299,10 @@ fn field_raw(out: &mut Vec<u8>, key: &str, escaped: &str) {
 
 /// A reverse or forward path, written in angle brackets (`<>` for the null sender).
 fn path(out: &mut Vec<u8>, key: &str, value: &str) {
-    let mut v = String::with_capacity(value.len() + 2);
-    v.push('<');
-    escape_into(value, b"", &mut v);
-    v.push('>');
-    field_raw(out, key, &v);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b": <");
+    escape_runs(value, b"", |run| out.extend_from_slice(run.as_bytes()));
+    out.extend_from_slice(b">\n");
 }
 
 fn unpath(raw: &str) -> Result<String, String> {
@@ -330,17 +330,24 @@ fn unparam(raw: &str) -> Result<(String, String), String> {
 
 /// Appends `s` with control characters, DEL, `%` and the bytes in `extra` as `%XX`.
 fn escape_into(s: &str, extra: &[u8], out: &mut String) {
-    for c in s.chars() {
-        let needs = c.is_ascii() && {
-            let b = c as u8;
-            b < 0x20 || b == 0x7f || b == b'%' || extra.contains(&b)
-        };
-        if needs {
-            out.push_str(&format!("%{:02X}", c as u8));
-        } else {
-            out.push(c);
+    escape_runs(s, extra, |run| out.push_str(run));
+}
+
+/// Hands `s` to `push` in runs: unchanged stretches, and `%XX` for each control
+/// character, `%` and byte of `extra`. Only ASCII is escaped, so every run is whole
+/// characters; a field without escapes is one run, with no copy in between.
+fn escape_runs(s: &str, extra: &[u8], mut push: impl FnMut(&str)) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if b < 0x20 || b == 0x7f || b == b'%' || extra.contains(&b) {
+            push(s.get(start..i).unwrap_or_default());
+            let escaped = [b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
+            push(std::str::from_utf8(&escaped).unwrap_or_default());
+            start = i + 1;
         }
     }
+    push(s.get(start..).unwrap_or_default());
 }
 
 fn unescape(s: &str) -> Result<String, String> {
@@ -422,6 +429,17 @@ mod tests {
                 ("X=Y".into(), "z".into()),
             ],
         }
+    }
+
+    #[test]
+    fn escapes_controls_percent_and_extra_bytes_only() {
+        let mut out = String::new();
+        escape_into("a%b\x01c\x7f\u{e9}=\r\n", b"=", &mut out);
+        assert_eq!(out, "a%25b%01c%7F\u{e9}%3D%0D%0A");
+        assert_eq!(unescape(&out).as_deref(), Ok("a%b\x01c\x7f\u{e9}=\r\n"));
+        let mut field_bytes = Vec::new();
+        path(&mut field_bytes, "From", "odd\tname@example.com");
+        assert_eq!(field_bytes, b"From: <odd%09name@example.com>\n");
     }
 
     #[test]

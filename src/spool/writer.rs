@@ -16,7 +16,7 @@
 //! handed to the reclaimer thread (see [`super::reclaim`]), which deletes them off the
 //! commit path; on opening and closing the writer deletes them itself.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;

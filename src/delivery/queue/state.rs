@@ -1,10 +1,11 @@
 //! What the queue manager knows about each live message between attempts. Owned behind
 //! one mutex; every decision here is quick and does no I/O.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use hashbrown::HashMap;
 use tokio::sync::Notify;
 
 use crate::delivery::{HopKey, RcptResult};
