@@ -59,7 +59,13 @@ thread_local! {
 
 /// Whether the default formatter would write `name` as it is.
 fn plain_name(name: &str) -> bool {
-    !name.starts_with("r#") && !name.starts_with("log.")
+    !name.starts_with("r#")
+}
+
+/// A field that `tracing-log` adds to a `log` record and the default formatter leaves
+/// out (without the space before it).
+fn log_metadata(name: &str) -> bool {
+    name.starts_with("log.")
 }
 
 /// Whether `Debug` for `str` writes `s` between quotes unchanged.
@@ -106,10 +112,10 @@ impl Plain<'_> {
 
 impl Visit for Plain<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() {
+        let name = field.name();
+        if self.result.is_err() || log_metadata(name) {
             return;
         }
-        let name = field.name();
         let plain = if name == "message" {
             plain_message(value)
         } else {
@@ -136,14 +142,16 @@ impl Visit for Plain<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.delegate(|v| v.record_error(field, value));
+        if !log_metadata(field.name()) {
+            self.delegate(|v| v.record_error(field, value));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
+        let name = field.name();
+        if self.result.is_err() || log_metadata(name) {
             return;
         }
-        let name = field.name();
         if name == "message" {
             // Usually `format_args!` of a literal: formatted once, checked, written.
             let written = MESSAGE.with(|m| {
@@ -269,6 +277,7 @@ mod tests {
         tracing::info!(message = odd);
         tracing::info!(only = "fields", quoted = "say \"hi\"", slash = "a\\b");
         tracing::info!(c1 = "\u{85}", "c1 \u{85} control");
+        tracing::info!("log.target" = "skipped", after = 1, "log.line" = 3);
     }
 
     fn render(custom: bool) -> String {
@@ -290,7 +299,7 @@ mod tests {
     #[test]
     fn lines_are_the_default_formatters_byte_for_byte() {
         let want = render(false);
-        assert_eq!(want.lines().count(), 9, "{want}");
+        assert_eq!(want.lines().count(), 10, "{want}");
         assert!(
             want.contains(r#"rcpt="346user@example.com" size=4439"#),
             "{want}"
