@@ -56,23 +56,24 @@ impl Stamp<'_> {
         out.push_str(" id ");
         out.push_str(self.id);
         if let Some(tls) = self.tls {
-            out.push_str("\r\n\t(using ");
-            push_sanitized(&mut out, tls);
-            out.push(')');
+            push_clause(&mut out, "\r\n\t(using ", tls, ')');
         }
-        out.push_str("\r\n\t(routing tables ");
-        push_sanitized(&mut out, self.table_version);
-        out.push(')');
+        push_clause(&mut out, "\r\n\t(routing tables ", self.table_version, ')');
         if let Some(rcpt) = self.for_rcpt {
-            out.push_str("\r\n\tfor <");
-            push_sanitized(&mut out, rcpt);
-            out.push('>');
+            push_clause(&mut out, "\r\n\tfor <", rcpt, '>');
         }
         out.push_str(";\r\n\t");
         push_date(&mut out, self.at);
         out.push_str("\r\n");
         out
     }
+}
+
+/// Appends a folded clause: `open`, the sanitized `value`, `close`.
+fn push_clause(out: &mut String, open: &str, value: &str, close: char) {
+    out.push_str(open);
+    push_sanitized(out, value);
+    out.push(close);
 }
 
 /// Appends `s` kept printable and on one line.
