@@ -112,7 +112,7 @@ impl DataReceiver {
                         }
                         self.line_len = 0;
                         end = n + 1;
-                        if rest.get(end) != Some(&b'.') && end < rest.len() {
+                        if end < rest.len() && rest[end] != b'.' {
                             continue;
                         }
                         done_line = true;

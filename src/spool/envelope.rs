@@ -284,10 +284,7 @@ fn line(out: &mut Vec<u8>, text: &str) {
 }
 
 fn field(out: &mut Vec<u8>, key: &str, value: &str) {
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b": ");
-    escape_runs(value, b"", |run| out.extend_from_slice(run.as_bytes()));
-    out.push(b'\n');
+    escaped_field(out, key, "", value, "");
 }
 
 fn field_raw(out: &mut Vec<u8>, key: &str, escaped: &str) {
@@ -299,10 +296,17 @@ fn field_raw(out: &mut Vec<u8>, key: &str, escaped: &str) {
 
 /// A reverse or forward path, written in angle brackets (`<>` for the null sender).
 fn path(out: &mut Vec<u8>, key: &str, value: &str) {
+    escaped_field(out, key, "<", value, ">");
+}
+
+/// `key: ` then `value` escaped between `open` and `close`, straight into the record.
+fn escaped_field(out: &mut Vec<u8>, key: &str, open: &str, value: &str, close: &str) {
     out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b": <");
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(open.as_bytes());
     escape_runs(value, b"", |run| out.extend_from_slice(run.as_bytes()));
-    out.extend_from_slice(b">\n");
+    out.extend_from_slice(close.as_bytes());
+    out.push(b'\n');
 }
 
 fn unpath(raw: &str) -> Result<String, String> {

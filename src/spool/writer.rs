@@ -16,7 +16,6 @@
 //! handed to the reclaimer thread (see [`super::reclaim`]), which deletes them off the
 //! commit path; on opening and closing the writer deletes them itself.
 
-use hashbrown::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -25,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
+use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::SpoolOptions;
